@@ -1,0 +1,180 @@
+/**
+ * The Authorize use case. Hot path: a cached token record plus one pipelined Redis round
+ * trip; PostgreSQL only for tokens not seen recently, or when the revocation markers can't
+ * be trusted (Redis down or restarted empty), in which case it fails closed if PostgreSQL
+ * can't answer either.
+ */
+import { createHash } from "node:crypto";
+import {
+  type AuthorizeRequest,
+  type AuthorizeResponse,
+  DecisionReason,
+  type Principal,
+} from "../generated/pokerworks/identity/v1/authorization_service";
+import { UnavailableError, Violations } from "../shared/errors";
+import { isEnvironment, isHumanOnlyAction, isLaunchScope, LAUNCH_SCOPES } from "../shared/scopes";
+import { RESOURCE_ID_PATTERN } from "../shared/validation";
+import { isProductKey, isWellFormedToken } from "../tokens/token-format";
+import { TtlCache } from "./cache";
+import type { LastUsedRecorder } from "./last-used";
+import type { RevocationStore } from "./revocation-store";
+import { type Decision, decideForRecord, MALFORMED, PRODUCT_KEY, type TokenRecord, UNKNOWN } from "./rules";
+import type { TokenLookup } from "./token-lookup";
+
+export interface AuthorizerMetrics {
+  decision(reason: DecisionReason): void;
+  cache(hit: boolean): void;
+  fallback(kind: "redis_untrusted" | "postgres_lookup"): void;
+}
+
+export interface AuthorizerOptions {
+  lookup: TokenLookup;
+  revocations: RevocationStore;
+  lastUsed: Pick<LastUsedRecorder, "touch">;
+  cacheMaxEntries: number;
+  cacheTtlMs: number;
+  negativeCacheMaxEntries: number;
+  negativeCacheTtlMs?: number;
+  /** Upper bound on one PostgreSQL lookup on the hot path. */
+  lookupTimeoutMs: number;
+  metrics?: AuthorizerMetrics;
+  nowMs?: () => number;
+}
+
+const UNAVAILABLE_MESSAGE = "Can't decide: the token could not be read from PostgreSQL in time and the revocation cache can't vouch for it; retry with backoff";
+
+export function validateAuthorizeRequest(req: AuthorizeRequest): void {
+  const v = new Violations();
+  if (req.token === "") v.add("token", "token is required");
+  if (req.scope === "") v.add("scope", "scope is required");
+  else if (!isLaunchScope(req.scope) && !isHumanOnlyAction(req.scope))
+    v.add("scope", `'${req.scope.slice(0, 64)}' is not a known scope; scopes are ${LAUNCH_SCOPES.join(", ")}`);
+  if (req.environment !== "" && !isEnvironment(req.environment)) v.add("environment", "environment must be 'test', 'live' or empty");
+  if (req.projectId !== "" && !RESOURCE_ID_PATTERN.test(req.projectId)) v.add("project_id", "project_id must match ^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$");
+  if (req.organizationId !== "" && !RESOURCE_ID_PATTERN.test(req.organizationId))
+    v.add("organization_id", "organization_id must match ^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$");
+  v.throwIfAny();
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout;
+  return Promise.race([
+    promise,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(Object.assign(new Error("PostgreSQL lookup timed out"), { code: "ETIMEDOUT" })), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+function principalOf(r: TokenRecord): Principal {
+  return {
+    organizationId: r.organizationId,
+    serviceAccountId: r.serviceAccountId,
+    tokenId: r.tokenId,
+    scopes: r.scopes as string[],
+    projectIds: r.projectIds as string[],
+    environments: r.environments as string[],
+    expireTime: r.expireTimeMs === null ? undefined : new Date(r.expireTimeMs),
+  };
+}
+
+export class Authorizer {
+  readonly cache: TtlCache<TokenRecord>;
+  readonly negative: TtlCache<true>;
+  private readonly inflight = new Map<string, Promise<TokenRecord | null>>();
+  private readonly nowMs: () => number;
+
+  constructor(private readonly opts: AuthorizerOptions) {
+    this.cache = new TtlCache(opts.cacheMaxEntries, opts.cacheTtlMs);
+    this.negative = new TtlCache(opts.negativeCacheMaxEntries, opts.negativeCacheTtlMs ?? 30_000);
+    this.nowMs = opts.nowMs ?? Date.now;
+    opts.revocations.onInvalidate(() => this.cache.clear());
+  }
+
+  async authorize(req: AuthorizeRequest): Promise<AuthorizeResponse> {
+    validateAuthorizeRequest(req);
+    if (isProductKey(req.token)) return this.respond(PRODUCT_KEY);
+    if (!isWellFormedToken(req.token)) return this.respond(MALFORMED);
+
+    const hash = createHash("sha256").update(req.token, "utf8").digest();
+    const key = hash.toString("base64");
+    const now = this.nowMs();
+    let record = this.cache.get(key, now);
+    let fresh = false;
+    this.opts.metrics?.cache(record !== undefined);
+    if (record === undefined) {
+      if (this.negative.get(key, now)) return this.respond(UNKNOWN);
+      const loaded = await this.load(key, hash);
+      if (loaded === null) {
+        this.negative.set(key, true, now);
+        return this.respond(UNKNOWN);
+      }
+      record = loaded;
+      fresh = true;
+    }
+
+    if (!record.tokenRevoked && !record.serviceAccountRevoked) {
+      const markers = await this.opts.revocations.check(record.tokenId, record.serviceAccountId);
+      if (!markers.trusted || markers.epochChanged) {
+        // The markers can't vouch for a cached record: decide from PostgreSQL, or not at all.
+        this.opts.metrics?.fallback("redis_untrusted");
+        if (!fresh) {
+          const reloaded = await this.reload(key, hash);
+          if (reloaded === null) return this.respond(UNKNOWN);
+          record = reloaded;
+        }
+      } else if (markers.tokenRevoked || markers.serviceAccountRevoked) {
+        record = { ...record, tokenRevoked: record.tokenRevoked || markers.tokenRevoked, serviceAccountRevoked: record.serviceAccountRevoked || markers.serviceAccountRevoked };
+        this.cache.set(key, record, now);
+      }
+    }
+
+    const decision = decideForRecord(record, req, now);
+    if (decision.reason !== DecisionReason.DECISION_REASON_SERVICE_ACCOUNT_REVOKED && decision.reason !== DecisionReason.DECISION_REASON_TOKEN_REVOKED && decision.reason !== DecisionReason.DECISION_REASON_TOKEN_EXPIRED)
+      this.opts.lastUsed.touch(record.tokenId, now);
+    return this.respond(decision, record);
+  }
+
+  /** Drops cached records (a revocation through this replica). */
+  forget(): void {
+    this.cache.clear();
+  }
+
+  private respond(decision: Decision, record?: TokenRecord): AuthorizeResponse {
+    this.opts.metrics?.decision(decision.reason);
+    return {
+      allowed: decision.reason === DecisionReason.DECISION_REASON_ALLOWED,
+      reason: decision.reason,
+      message: decision.message,
+      principal: record ? principalOf(record) : undefined,
+    };
+  }
+
+  /** Cache miss: one lookup per key at a time, whatever the concurrency. */
+  private load(key: string, hash: Buffer): Promise<TokenRecord | null> {
+    let pending = this.inflight.get(key);
+    if (!pending) {
+      pending = this.lookup(hash).then((record) => {
+        if (record) this.cache.set(key, record, this.nowMs());
+        return record;
+      });
+      pending.finally(() => this.inflight.delete(key)).catch(() => undefined);
+      this.inflight.set(key, pending);
+    }
+    return pending;
+  }
+
+  private async reload(key: string, hash: Buffer): Promise<TokenRecord | null> {
+    this.cache.delete(key);
+    return this.load(key, hash);
+  }
+
+  private async lookup(hash: Buffer): Promise<TokenRecord | null> {
+    this.opts.metrics?.fallback("postgres_lookup");
+    try {
+      return await withTimeout(this.opts.lookup(hash), this.opts.lookupTimeoutMs);
+    } catch {
+      throw new UnavailableError(UNAVAILABLE_MESSAGE);
+    }
+  }
+}

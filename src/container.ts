@@ -1,0 +1,129 @@
+/**
+ * The typed container: wires config, the ORM, Redis and the features, and owns their
+ * lifecycle. main.ts only starts it; tests start one per server they need.
+ */
+import { ServerCredentials } from "@grpc/grpc-js";
+import type { MikroORM } from "@mikro-orm/postgresql";
+import type { Logger } from "pino";
+import { auditHandlers } from "./audit/handlers";
+import { Authorizer } from "./authorization/authorizer";
+import { authorizationHandlers } from "./authorization/handlers";
+import { LastUsedRecorder } from "./authorization/last-used";
+import { InProcessRevocationStore, RedisRevocationStore, type RevocationStore } from "./authorization/revocation-store";
+import { postgresTokenLookup, recentRevocations } from "./authorization/token-lookup";
+import type { Config } from "./config";
+import { type EmbeddedDatabase, startEmbeddedDatabase } from "./db/embedded";
+import { migrate, openOrm } from "./db/orm";
+import { bind, buildServer } from "./grpc/server";
+import type { UnaryDeps } from "./grpc/unary";
+import { serviceAccountHandlers } from "./service-accounts/handlers";
+import { createLogger } from "./shared/logger";
+import { tokenHandlers } from "./tokens/handlers";
+
+export interface Container {
+  readonly config: Config;
+  readonly log: Logger;
+  readonly orm: MikroORM;
+  readonly revocations: RevocationStore;
+  readonly authorizer: Authorizer;
+  readonly lastUsed: LastUsedRecorder;
+  /** The address the gRPC server listens on (with the real port when 0 was asked). */
+  readonly address: string;
+  stop(): Promise<void>;
+}
+
+export interface ContainerOptions {
+  log?: Logger;
+}
+
+export async function startContainer(config: Config, options: ContainerOptions = {}): Promise<Container> {
+  const log = options.log ?? createLogger(config.logLevel);
+  const stack: (() => Promise<void>)[] = [];
+  const unwind = async () => {
+    for (const fn of stack.reverse()) await fn().catch((err: Error) => log.error({ err }, "error while stopping"));
+  };
+
+  try {
+    let embedded: EmbeddedDatabase | undefined;
+    let databaseUrl = config.databaseUrl;
+    if (!databaseUrl) {
+      embedded = await startEmbeddedDatabase(config.embeddedDataDir);
+      stack.push(() => embedded!.stop());
+      databaseUrl = embedded.url;
+      log.info({ data_dir: config.embeddedDataDir }, "DATABASE_URL not set: using the embedded PostgreSQL (PGlite)");
+    }
+    const orm = await openOrm({
+      url: databaseUrl,
+      poolMax: embedded ? 1 : config.databasePoolMax,
+      timeoutMs: config.databaseTimeoutMs,
+      logger: (message) => log.debug({ component: "mikro-orm" }, message),
+    });
+    stack.push(() => orm.close(true));
+    if (config.migrateOnStart) {
+      const applied = await migrate(orm);
+      if (applied.length > 0) log.info({ migrations: applied }, "migrations applied");
+    }
+
+    const revocations: RevocationStore = config.redisUrl
+      ? new RedisRevocationStore({
+          url: config.redisUrl,
+          timeoutMs: config.redisTimeoutMs,
+          keyPrefix: config.redisKeyPrefix,
+          log,
+          loadRevokedSince: (since) => recentRevocations(orm, since),
+        })
+      : new InProcessRevocationStore();
+    if (!config.redisUrl) log.warn("REDIS_URL not set: revocations are kept in this process; run a single replica only");
+    await revocations.start();
+    stack.push(() => revocations.close());
+
+    const lastUsed = new LastUsedRecorder(orm, log, config.lastUsedFlushIntervalMs);
+    lastUsed.start();
+    stack.push(() => lastUsed.stop());
+
+    const authorizer = new Authorizer({
+      lookup: postgresTokenLookup(orm),
+      revocations,
+      lastUsed,
+      cacheMaxEntries: config.tokenCacheMaxEntries,
+      cacheTtlMs: config.tokenCacheTtlMs,
+      negativeCacheMaxEntries: config.negativeCacheMaxEntries,
+      lookupTimeoutMs: Math.min(config.databaseTimeoutMs, 1000),
+    });
+
+    const deps: UnaryDeps = { orm, log };
+    const server = buildServer(
+      {
+        serviceAccounts: serviceAccountHandlers({ ...deps, revocations }),
+        tokens: tokenHandlers({ ...deps, revocations }),
+        audit: auditHandlers(deps),
+        authorization: authorizationHandlers(deps, authorizer),
+      },
+      {
+        "grpc.max_receive_message_length": config.maxReceiveMessageBytes,
+        "grpc.max_concurrent_streams": config.maxConcurrentStreams,
+      },
+    );
+    const port = await bind(server, config.listenAddress, ServerCredentials.createInsecure());
+    stack.push(
+      () =>
+        new Promise<void>((resolve) => {
+          const timer = setTimeout(() => {
+            server.forceShutdown();
+            resolve();
+          }, config.shutdownGraceMs);
+          server.tryShutdown(() => {
+            clearTimeout(timer);
+            resolve();
+          });
+        }),
+    );
+    const address = config.listenAddress.replace(/:\d+$/, `:${port}`);
+    log.info({ address, revocation_store: revocations.kind }, "pokerworks-identity listening");
+    // Shut down in reverse order of start: server, last-used flush, Redis, ORM, embedded DB.
+    return { config, log, orm, revocations, authorizer, lastUsed, address, stop: unwind };
+  } catch (err) {
+    await unwind();
+    throw err;
+  }
+}

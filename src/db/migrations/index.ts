@@ -1,0 +1,4 @@
+/** Every migration, in order. Listed explicitly so the same list works from src (tests) and dist. */
+import { Migration20261204000000_initial } from "./Migration20261204000000_initial";
+
+export const migrationsList = [{ name: "Migration20261204000000_initial", class: Migration20261204000000_initial }];

@@ -1,0 +1,77 @@
+/**
+ * Adapts an async feature handler to grpc-js: one EntityManager fork per call, a request
+ * id, one log line, metrics, and the error boundary.
+ */
+import type { sendUnaryData, ServerUnaryCall } from "@grpc/grpc-js";
+import type { MikroORM, EntityManager } from "@mikro-orm/postgresql";
+import { randomUUID } from "node:crypto";
+import type { Logger } from "pino";
+import { toServiceError } from "./error-boundary";
+
+export interface CallContext {
+  /** The fork of the EntityManager that belongs to this call only. */
+  readonly em: EntityManager;
+  readonly requestId: string;
+  readonly log: Logger;
+  /** The calling service, from its client certificate, when TLS is on. */
+  readonly caller?: string;
+}
+
+export interface CallObserver {
+  /** Called once per call with the final gRPC status code. */
+  observe(method: string, code: number, seconds: number): void;
+}
+
+export interface UnaryDeps {
+  orm: MikroORM;
+  log: Logger;
+  observer?: CallObserver;
+  /** Returns the caller identity of a call (its certificate's SAN), if any. */
+  callerOf?: (call: ServerUnaryCall<unknown, unknown>) => string | undefined;
+}
+
+const REQUEST_ID_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/;
+
+export function requestIdOf(call: ServerUnaryCall<unknown, unknown>): string {
+  const given = call.metadata.get("x-request-id")[0];
+  return typeof given === "string" && REQUEST_ID_PATTERN.test(given) ? given : randomUUID();
+}
+
+export function unary<Req, Res>(
+  deps: UnaryDeps,
+  method: string,
+  handler: (request: Req, ctx: CallContext) => Promise<Res>,
+  options: { quiet?: boolean } = {},
+): (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => void {
+  return (call, callback) => {
+    const started = process.hrtime.bigint();
+    const requestId = requestIdOf(call as ServerUnaryCall<unknown, unknown>);
+    const log = deps.log.child({ request_id: requestId, method });
+    let em: EntityManager | undefined;
+    const ctx: CallContext = {
+      // Forked on first use, so calls that never touch the ORM (Authorize) don't pay for it.
+      get em() {
+        return (em ??= deps.orm.em.fork() as EntityManager);
+      },
+      requestId,
+      log,
+      caller: deps.callerOf?.(call as ServerUnaryCall<unknown, unknown>),
+    };
+    const finish = (code: number) => {
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      deps.observer?.observe(method, code, seconds);
+      if (!options.quiet || code !== 0) log.info({ code, duration_ms: Math.round(seconds * 1e4) / 10 }, "call finished");
+    };
+    handler(call.request, ctx).then(
+      (response) => {
+        finish(0);
+        callback(null, response);
+      },
+      (err: unknown) => {
+        const error = toServiceError(err, log, method);
+        finish(error.code);
+        callback(error);
+      },
+    );
+  };
+}
