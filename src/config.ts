@@ -1,3 +1,5 @@
+import { type CallerPolicy, parseCallerPolicy } from "./grpc/caller-policy";
+
 /**
  * Configuration, read from the environment once at start and validated. A bad value stops
  * the process with a message naming the variable. Every variable is documented in README.md.
@@ -22,7 +24,8 @@ export interface Config {
   logLevel: string;
   metricsAddress: string | undefined;
   tls: { certFile: string; keyFile: string; clientCaFile: string } | undefined;
-  callerPolicy: string;
+  callerPolicy: CallerPolicy;
+  healthCheckIntervalMs: number;
   allowInsecureNonLoopback: boolean;
   shutdownGraceMs: number;
   maxReceiveMessageBytes: number;
@@ -91,6 +94,23 @@ function redisKeyPrefix(env: Env): string {
   return `{${raw}}:`;
 }
 
+export const DEFAULT_CALLER_POLICY = "console-backend=ServiceAccountService,TokenService,AuditService,AuthorizationService;*=AuthorizationService";
+
+function callerPolicy(env: Env): CallerPolicy {
+  const raw = str(env, "CALLER_POLICY") ?? DEFAULT_CALLER_POLICY;
+  try {
+    return parseCallerPolicy(raw);
+  } catch (err) {
+    throw new ConfigError("CALLER_POLICY", (err as Error).message);
+  }
+}
+
+/** 127.0.0.0/8, ::1 and localhost. */
+export function isLoopback(hostPort: string): boolean {
+  const host = hostPort.replace(/:\d+$/, "").replace(/^\[|\]$/g, "");
+  return host === "localhost" || host === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+}
+
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
 
 export function loadConfig(env: Env = process.env): Config {
@@ -106,8 +126,17 @@ export function loadConfig(env: Env = process.env): Config {
     throw new ConfigError(missing, "must be set together with TLS_CERT_FILE, TLS_KEY_FILE and TLS_CLIENT_CA_FILE (mutual TLS needs all three)");
   }
 
+  const listenAddress = address(env, "LISTEN_ADDRESS", "127.0.0.1:50051")!;
+  const allowInsecureNonLoopback = bool(env, "ALLOW_INSECURE_NON_LOOPBACK", false);
+  if (tlsSet === 0 && !isLoopback(listenAddress) && !allowInsecureNonLoopback)
+    throw new ConfigError(
+      "LISTEN_ADDRESS",
+      `is '${listenAddress}', which is not a loopback address, and TLS is off: set TLS_CERT_FILE, TLS_KEY_FILE and TLS_CLIENT_CA_FILE, ` +
+        "or set ALLOW_INSECURE_NON_LOOPBACK=true to serve plaintext anyway (never in production)",
+    );
+
   return {
-    listenAddress: address(env, "LISTEN_ADDRESS", "127.0.0.1:50051")!,
+    listenAddress,
     databaseUrl: url(env, "DATABASE_URL", ["postgres:", "postgresql:"]),
     databasePoolMax: int(env, "DATABASE_POOL_MAX", 10, 1, 1000),
     databaseTimeoutMs: int(env, "DATABASE_TIMEOUT_MS", 2000, 50, 60_000),
@@ -122,8 +151,9 @@ export function loadConfig(env: Env = process.env): Config {
     logLevel,
     metricsAddress: address(env, "METRICS_ADDRESS", undefined),
     tls: certFile && keyFile && clientCaFile ? { certFile, keyFile, clientCaFile } : undefined,
-    callerPolicy: str(env, "CALLER_POLICY") ?? "console-backend=ServiceAccountService,TokenService,AuditService,AuthorizationService;*=AuthorizationService",
-    allowInsecureNonLoopback: bool(env, "ALLOW_INSECURE_NON_LOOPBACK", false),
+    callerPolicy: callerPolicy(env),
+    healthCheckIntervalMs: int(env, "HEALTH_CHECK_INTERVAL_MS", 2_000, 50, 60_000),
+    allowInsecureNonLoopback,
     shutdownGraceMs: int(env, "SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
     maxReceiveMessageBytes: int(env, "GRPC_MAX_RECEIVE_MESSAGE_BYTES", 1024 * 1024, 1024, 64 * 1024 * 1024),
     maxConcurrentStreams: int(env, "GRPC_MAX_CONCURRENT_STREAMS", 1000, 1, 100_000),

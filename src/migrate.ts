@@ -8,7 +8,7 @@ async function run(): Promise<void> {
   const embedded = config.databaseUrl ? undefined : await startEmbeddedDatabase(config.embeddedDataDir);
   const orm = await openOrm({ url: config.databaseUrl ?? embedded!.url, poolMax: 1, timeoutMs: config.databaseTimeoutMs });
   try {
-    const applied = await migrate(orm);
+    const applied = await migrate(orm, config.databaseUrl);
     process.stdout.write(applied.length ? `applied: ${applied.join(", ")}\n` : "database is up to date\n");
   } finally {
     await orm.close(true);

@@ -6,6 +6,9 @@ import type { sendUnaryData, ServerUnaryCall } from "@grpc/grpc-js";
 import type { MikroORM, EntityManager } from "@mikro-orm/postgresql";
 import { randomUUID } from "node:crypto";
 import type { Logger } from "pino";
+import { ErrorReason } from "../generated/pokerworks/identity/v1/error_reason";
+import { PermissionDeniedError, UnavailableError } from "../shared/errors";
+import { type CallerPolicy, callerNames, isAllowed, type PolicyService } from "./caller-policy";
 import { toServiceError } from "./error-boundary";
 
 export interface CallContext {
@@ -26,8 +29,28 @@ export interface UnaryDeps {
   orm: MikroORM;
   log: Logger;
   observer?: CallObserver;
-  /** Returns the caller identity of a call (its certificate's SAN), if any. */
-  callerOf?: (call: ServerUnaryCall<unknown, unknown>) => string | undefined;
+  /** Set when mutual TLS is on: a caller may only call the services the policy grants it. */
+  callerPolicy?: CallerPolicy;
+  /** True once shutdown has begun: new calls are refused with UNAVAILABLE. */
+  isDraining?: () => boolean;
+}
+
+/** `/pokerworks.identity.v1.TokenService/CreateToken` → `TokenService`. */
+function serviceOf(path: string): PolicyService {
+  const full = path.split("/")[1] ?? "";
+  return full.slice(full.lastIndexOf(".") + 1) as PolicyService;
+}
+
+function checkCaller(deps: UnaryDeps, call: ServerUnaryCall<unknown, unknown>): string | undefined {
+  if (!deps.callerPolicy) return undefined;
+  const names = callerNames(call.getAuthContext()?.sslPeerCertificate);
+  const service = serviceOf(call.getPath());
+  if (!isAllowed(deps.callerPolicy, names, service))
+    throw new PermissionDeniedError(
+      ErrorReason.ERROR_REASON_CALLER_NOT_ALLOWED,
+      `Caller ${names.length ? names.map((n) => `'${n}'`).join(", ") : "(no certificate name)"} is not allowed to call ${service} (CALLER_POLICY)`,
+    );
+  return names[0];
 }
 
 const REQUEST_ID_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -48,6 +71,24 @@ export function unary<Req, Res>(
     const requestId = requestIdOf(call as ServerUnaryCall<unknown, unknown>);
     const log = deps.log.child({ request_id: requestId, method });
     let em: EntityManager | undefined;
+    let caller: string | undefined;
+    const finish = (code: number) => {
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      deps.observer?.observe(method, code, seconds);
+      if (!options.quiet || code !== 0) log.info({ code, duration_ms: Math.round(seconds * 1e4) / 10, caller }, "call finished");
+    };
+    const fail = (err: unknown) => {
+      const error = toServiceError(err, log, method);
+      finish(error.code);
+      callback(error);
+    };
+    try {
+      if (deps.isDraining?.()) throw new UnavailableError("The identity service is shutting down; retry on another replica", ErrorReason.ERROR_REASON_SHUTTING_DOWN);
+      caller = checkCaller(deps, call as ServerUnaryCall<unknown, unknown>);
+    } catch (err) {
+      fail(err);
+      return;
+    }
     const ctx: CallContext = {
       // Forked on first use, so calls that never touch the ORM (Authorize) don't pay for it.
       get em() {
@@ -55,23 +96,11 @@ export function unary<Req, Res>(
       },
       requestId,
       log,
-      caller: deps.callerOf?.(call as ServerUnaryCall<unknown, unknown>),
+      caller,
     };
-    const finish = (code: number) => {
-      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-      deps.observer?.observe(method, code, seconds);
-      if (!options.quiet || code !== 0) log.info({ code, duration_ms: Math.round(seconds * 1e4) / 10 }, "call finished");
-    };
-    handler(call.request, ctx).then(
-      (response) => {
-        finish(0);
-        callback(null, response);
-      },
-      (err: unknown) => {
-        const error = toServiceError(err, log, method);
-        finish(error.code);
-        callback(error);
-      },
-    );
+    handler(call.request, ctx).then((response) => {
+      finish(0);
+      callback(null, response);
+    }, fail);
   };
 }

@@ -74,7 +74,7 @@ export function serviceAccountHandlers(deps: ServiceAccountDeps): ServiceAccount
   }
 
   return {
-    createServiceAccount: unary(deps, "CreateServiceAccount", async (req: CreateServiceAccountRequest, { em }): Promise<CreateServiceAccountResponse> => {
+    createServiceAccount: unary(deps, "CreateServiceAccount", async (req: CreateServiceAccountRequest, { em, log }): Promise<CreateServiceAccountResponse> => {
       const sa = newServiceAccount(req);
       try {
         await em.transactional(async (tx) => {
@@ -94,6 +94,7 @@ export function serviceAccountHandlers(deps: ServiceAccountDeps): ServiceAccount
         if (isActiveNameViolation(err)) throw nameTaken(sa.name);
         throw err;
       }
+      log.info({ organization_id: sa.organizationId, service_account_id: sa.id }, "service account created");
       return { serviceAccount: toServiceAccountProto(sa, 0) };
     }),
 
@@ -170,7 +171,7 @@ export function serviceAccountHandlers(deps: ServiceAccountDeps): ServiceAccount
       }
     }),
 
-    revokeServiceAccount: unary(deps, "RevokeServiceAccount", async (req: RevokeServiceAccountRequest, { em }): Promise<RevokeServiceAccountResponse> => {
+    revokeServiceAccount: unary(deps, "RevokeServiceAccount", async (req: RevokeServiceAccountRequest, { em, log }): Promise<RevokeServiceAccountResponse> => {
       const v = new Violations();
       const actor = requireHumanActor(v, req.actor);
       checkOrganizationId(v, req.organizationId);
@@ -200,6 +201,7 @@ export function serviceAccountHandlers(deps: ServiceAccountDeps): ServiceAccount
       });
       // Also on a repeated revoke: a retry after a failed propagation must be able to succeed.
       await deps.revocations.publish({ tokenIds: revokedTokenIds, serviceAccountIds: [sa.id] });
+      log.info({ organization_id: sa.organizationId, service_account_id: sa.id, revoked_token_ids: revokedTokenIds }, "service account revoked");
       return { serviceAccount: toServiceAccountProto(sa, 0), revokedTokenCount: revokedTokenIds.length };
     }),
   };

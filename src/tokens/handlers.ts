@@ -38,7 +38,7 @@ export function tokenHandlers(deps: TokenDeps): TokenServiceServer {
   const now = deps.now ?? (() => new Date());
 
   return {
-    createToken: unary(deps, "CreateToken", async (req: CreateTokenRequest, { em }): Promise<CreateTokenResponse> => {
+    createToken: unary(deps, "CreateToken", async (req: CreateTokenRequest, { em, log }): Promise<CreateTokenResponse> => {
       const at = now();
       const v = new Violations();
       const actor = requireHumanActor(v, req.actor);
@@ -99,6 +99,7 @@ export function tokenHandlers(deps: TokenDeps): TokenServiceServer {
         });
         return token;
       });
+      log.info({ organization_id: token.organizationId, service_account_id: token.serviceAccountId, token_id: token.id, prefix: token.prefix }, "token created");
       return { token: toTokenProto(token, at), secret };
     }),
 
@@ -137,7 +138,7 @@ export function tokenHandlers(deps: TokenDeps): TokenServiceServer {
       };
     }),
 
-    revokeToken: unary(deps, "RevokeToken", async (req: RevokeTokenRequest, { em }): Promise<RevokeTokenResponse> => {
+    revokeToken: unary(deps, "RevokeToken", async (req: RevokeTokenRequest, { em, log }): Promise<RevokeTokenResponse> => {
       const v = new Violations();
       const actor = requireHumanActor(v, req.actor);
       checkOrganizationId(v, req.organizationId);
@@ -164,6 +165,7 @@ export function tokenHandlers(deps: TokenDeps): TokenServiceServer {
       });
       // Also on a repeated revoke: a retry after a failed propagation must be able to succeed.
       await deps.revocations.publish({ tokenIds: [token.id], serviceAccountIds: [] });
+      log.info({ organization_id: token.organizationId, token_id: token.id }, "token revoked");
       return { token: toTokenProto(token, at) };
     }),
   };

@@ -2,7 +2,7 @@
  * Integration test harness: a fresh PostgreSQL database per test file on the shared server,
  * a private Redis key prefix, a real server on a loopback port and real grpc-js clients.
  */
-import { credentials, type Metadata, type ServiceError } from "@grpc/grpc-js";
+import { type CallOptions, credentials, Metadata, type ServiceError } from "@grpc/grpc-js";
 import { randomBytes } from "node:crypto";
 import { Writable } from "node:stream";
 import { Client as PgClient } from "pg";
@@ -88,10 +88,18 @@ export function connect(address: string): Clients {
 }
 
 type Callback<Res> = (err: ServiceError | null, res: Res) => void;
-/** Promisifies one unary call of a ts-proto grpc-js client. */
-export function call<Req, Res>(fn: (req: Req, cb: Callback<Res>) => unknown, req: Req): Promise<Res> {
+/**
+ * Promisifies one unary call of a ts-proto grpc-js client: `call(client.createToken.bind(client), req)`.
+ * (Typed against the last overload of the generated method, so Req and Res are inferred.)
+ */
+export function call<Req, Res>(
+  fn: (req: Req, metadata: Metadata, options: Partial<CallOptions>, cb: Callback<Res>) => unknown,
+  req: Req,
+  metadata: Metadata = new Metadata(),
+  options: Partial<CallOptions> = {},
+): Promise<Res> {
   return new Promise((resolve, reject) => {
-    fn(req, (err, res) => (err ? reject(err) : resolve(res)));
+    fn(req, metadata, options, (err, res) => (err ? reject(err) : resolve(res)));
   });
 }
 
