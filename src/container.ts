@@ -14,8 +14,12 @@ import { postgresTokenLookup, recentRevocations } from "./authorization/token-lo
 import type { Config } from "./config";
 import { type EmbeddedDatabase, startEmbeddedDatabase } from "./db/embedded";
 import { migrate, openOrm } from "./db/orm";
+import { addReflection } from "./grpc/reflection";
 import { bind, buildServer } from "./grpc/server";
 import type { UnaryDeps } from "./grpc/unary";
+import { HealthMonitor } from "./observability/health";
+import { Metrics, serveMetrics } from "./observability/metrics";
+import { readFileSync } from "node:fs";
 import { serviceAccountHandlers } from "./service-accounts/handlers";
 import { createLogger } from "./shared/logger";
 import { tokenHandlers } from "./tokens/handlers";
@@ -27,8 +31,12 @@ export interface Container {
   readonly revocations: RevocationStore;
   readonly authorizer: Authorizer;
   readonly lastUsed: LastUsedRecorder;
+  readonly health: HealthMonitor;
+  readonly metrics: Metrics;
   /** The address the gRPC server listens on (with the real port when 0 was asked). */
   readonly address: string;
+  /** Where /metrics is served, when METRICS_ADDRESS is set. */
+  readonly metricsAddress: string | undefined;
   stop(): Promise<void>;
 }
 
@@ -39,9 +47,11 @@ export interface ContainerOptions {
 export async function startContainer(config: Config, options: ContainerOptions = {}): Promise<Container> {
   const log = options.log ?? createLogger(config.logLevel);
   const stack: (() => Promise<void>)[] = [];
-  const unwind = async () => {
-    for (const fn of stack.reverse()) await fn().catch((err: Error) => log.error({ err }, "error while stopping"));
-  };
+  let unwinding: Promise<void> | undefined;
+  const unwind = () =>
+    (unwinding ??= (async () => {
+      for (const fn of stack.reverse()) await fn().catch((err: Error) => log.error({ err }, "error while stopping"));
+    })());
 
   try {
     let embedded: EmbeddedDatabase | undefined;
@@ -60,7 +70,7 @@ export async function startContainer(config: Config, options: ContainerOptions =
     });
     stack.push(() => orm.close(true));
     if (config.migrateOnStart) {
-      const applied = await migrate(orm);
+      const applied = await migrate(orm, embedded ? undefined : databaseUrl);
       if (applied.length > 0) log.info({ migrations: applied }, "migrations applied");
     }
 
@@ -81,7 +91,9 @@ export async function startContainer(config: Config, options: ContainerOptions =
     lastUsed.start();
     stack.push(() => lastUsed.stop());
 
-    const authorizer = new Authorizer({
+    let authorizer: Authorizer | undefined;
+    const metrics = new Metrics({ orm, cacheSize: () => authorizer?.cache.size ?? 0, revocationTrusted: () => revocations.trusted() });
+    authorizer = new Authorizer({
       lookup: postgresTokenLookup(orm),
       revocations,
       lastUsed,
@@ -89,9 +101,24 @@ export async function startContainer(config: Config, options: ContainerOptions =
       cacheTtlMs: config.tokenCacheTtlMs,
       negativeCacheMaxEntries: config.negativeCacheMaxEntries,
       lookupTimeoutMs: Math.min(config.databaseTimeoutMs, 1000),
+      metrics,
     });
 
-    const deps: UnaryDeps = { orm, log };
+    const health = new HealthMonitor({
+      orm,
+      revocationTrusted: () => revocations.trusted(),
+      log,
+      intervalMs: config.healthCheckIntervalMs,
+      timeoutMs: Math.min(config.databaseTimeoutMs, 1000),
+    });
+    let draining = false;
+    const deps: UnaryDeps = {
+      orm,
+      log,
+      observer: metrics,
+      callerPolicy: config.tls ? config.callerPolicy : undefined,
+      isDraining: () => draining,
+    };
     const server = buildServer(
       {
         serviceAccounts: serviceAccountHandlers({ ...deps, revocations }),
@@ -104,10 +131,34 @@ export async function startContainer(config: Config, options: ContainerOptions =
         "grpc.max_concurrent_streams": config.maxConcurrentStreams,
       },
     );
-    const port = await bind(server, config.listenAddress, ServerCredentials.createInsecure());
+    addReflection(server);
+    health.addToServer(server);
+    const credentials = config.tls
+      ? ServerCredentials.createSsl(
+          readFileSync(config.tls.clientCaFile),
+          [{ cert_chain: readFileSync(config.tls.certFile), private_key: readFileSync(config.tls.keyFile) }],
+          true,
+        )
+      : ServerCredentials.createInsecure();
+    if (!config.tls && config.allowInsecureNonLoopback)
+      log.warn(
+        { listen_address: config.listenAddress },
+        "!!! PLAINTEXT gRPC WITHOUT CLIENT AUTHENTICATION (ALLOW_INSECURE_NON_LOOPBACK=true): anyone who can reach this address can mint and check tokens. Never do this in production. !!!",
+      );
+    const port = await bind(server, config.listenAddress, credentials);
+    await health.start();
+    stack.push(async () => health.stop());
+    let metricsServer: { address: string; close(): Promise<void> } | undefined;
+    if (config.metricsAddress) {
+      metricsServer = await serveMetrics(metrics, config.metricsAddress);
+      stack.push(() => metricsServer!.close());
+    }
     stack.push(
       () =>
         new Promise<void>((resolve) => {
+          // Graceful: health already says NOT_SERVING; new calls get UNAVAILABLE; in-flight
+          // calls get up to SHUTDOWN_GRACE_MS to finish.
+          draining = true;
           const timer = setTimeout(() => {
             server.forceShutdown();
             resolve();
@@ -119,9 +170,17 @@ export async function startContainer(config: Config, options: ContainerOptions =
         }),
     );
     const address = config.listenAddress.replace(/:\d+$/, `:${port}`);
-    log.info({ address, revocation_store: revocations.kind }, "pokerworks-identity listening");
-    // Shut down in reverse order of start: server, last-used flush, Redis, ORM, embedded DB.
-    return { config, log, orm, revocations, authorizer, lastUsed, address, stop: unwind };
+    log.info(
+      { address, tls: Boolean(config.tls), metrics_address: metricsServer?.address, revocation_store: revocations.kind },
+      `pokerworks-identity listening on ${address}; try: grpcurl ${config.tls ? "-cacert ca.pem -cert client.pem -key client-key.pem" : "-plaintext"} ${address} list`,
+    );
+    // Shut down in reverse order of start: health NOT_SERVING, drain the server, metrics,
+    // last-used flush, Redis, ORM, embedded DB.
+    const stop = async () => {
+      health.drain();
+      await unwind();
+    };
+    return { config, log, orm, revocations, authorizer, lastUsed, health, metrics, address, metricsAddress: metricsServer?.address, stop };
   } catch (err) {
     await unwind();
     throw err;

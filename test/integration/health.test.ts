@@ -37,6 +37,22 @@ describe("health follows PostgreSQL and the revocation cache", () => {
     for (const s of SERVICES) expect(await health.check(s)).toBe("SERVING");
   });
 
+  it("is what the container probe (dist/src/healthcheck.js) reports", async () => {
+    // The server runs in this process, so the probe must run without blocking its event loop.
+    const { execFile } = await import("node:child_process");
+    const { MAIN } = await import("../support/process");
+    const probe = MAIN.replace(/main\.js$/, "healthcheck.js");
+    const run = (address: string) =>
+      new Promise<{ code: number; stdout: string }>((resolve) =>
+        execFile(process.execPath, [probe], { env: { LISTEN_ADDRESS: address } }, (err, stdout) => resolve({ code: err ? Number(err.code) : 0, stdout })),
+      );
+    const ok = await run(server.container.address);
+    expect(ok.stdout).toContain("SERVING");
+    expect(ok.code).toBe(0);
+    const down = await run("127.0.0.1:1");
+    expect(down.code).toBe(1);
+  });
+
   it("answers NOT_FOUND for a service it does not have", async () => {
     await expect(health.check("no.such.Service")).rejects.toMatchObject({ code: status.NOT_FOUND });
   });
