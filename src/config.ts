@@ -30,6 +30,11 @@ export interface Config {
   shutdownGraceMs: number;
   maxReceiveMessageBytes: number;
   maxConcurrentStreams: number;
+  /** Ping a connection after this long without activity; close it when the ping is not answered. */
+  keepaliveTimeMs: number;
+  keepaliveTimeoutMs: number;
+  /** Close (GOAWAY) a connection that has had no call in flight for this long. */
+  maxConnectionIdleMs: number;
   migrateOnStart: boolean;
 }
 
@@ -94,7 +99,9 @@ function redisKeyPrefix(env: Env): string {
   return `{${raw}}:`;
 }
 
-export const DEFAULT_CALLER_POLICY = "console-backend=ServiceAccountService,TokenService,AuditService,AuthorizationService;*=AuthorizationService";
+export const DEFAULT_CALLER_POLICY =
+  "console-backend=ServiceAccountService,TokenService,AuditService,OrganizationPolicyService,AuthorizationService;" +
+  "secret-scanner=TokenService.ReportLeakedTokens;*=AuthorizationService";
 
 function callerPolicy(env: Env): CallerPolicy {
   const raw = str(env, "CALLER_POLICY") ?? DEFAULT_CALLER_POLICY;
@@ -157,6 +164,9 @@ export function loadConfig(env: Env = process.env): Config {
     shutdownGraceMs: int(env, "SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
     maxReceiveMessageBytes: int(env, "GRPC_MAX_RECEIVE_MESSAGE_BYTES", 1024 * 1024, 1024, 64 * 1024 * 1024),
     maxConcurrentStreams: int(env, "GRPC_MAX_CONCURRENT_STREAMS", 1000, 1, 100_000),
+    keepaliveTimeMs: int(env, "GRPC_KEEPALIVE_TIME_MS", 60_000, 100, 86_400_000),
+    keepaliveTimeoutMs: int(env, "GRPC_KEEPALIVE_TIMEOUT_MS", 20_000, 100, 600_000),
+    maxConnectionIdleMs: int(env, "GRPC_MAX_CONNECTION_IDLE_MS", 300_000, 100, 86_400_000),
     migrateOnStart: bool(env, "MIGRATE_ON_START", true),
   };
 }

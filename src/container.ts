@@ -22,6 +22,7 @@ import { Metrics, serveMetrics } from "./observability/metrics";
 import { readFileSync } from "node:fs";
 import { serviceAccountHandlers } from "./service-accounts/handlers";
 import { createLogger } from "./shared/logger";
+import { tokenPolicyHandlers } from "./token-policies/handlers";
 import { tokenHandlers } from "./tokens/handlers";
 
 export interface Container {
@@ -125,10 +126,14 @@ export async function startContainer(config: Config, options: ContainerOptions =
         tokens: tokenHandlers({ ...deps, revocations }),
         audit: auditHandlers(deps),
         authorization: authorizationHandlers(deps, authorizer),
+        tokenPolicies: tokenPolicyHandlers(deps),
       },
       {
         "grpc.max_receive_message_length": config.maxReceiveMessageBytes,
         "grpc.max_concurrent_streams": config.maxConcurrentStreams,
+        "grpc.keepalive_time_ms": config.keepaliveTimeMs,
+        "grpc.keepalive_timeout_ms": config.keepaliveTimeoutMs,
+        "grpc.max_connection_idle_ms": config.maxConnectionIdleMs,
       },
     );
     addReflection(server);

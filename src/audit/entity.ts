@@ -5,8 +5,11 @@ export type AuditAction =
   | "service_account.updated"
   | "service_account.revoked"
   | "token.created"
-  | "token.revoked";
-export type AuditTargetType = "service_account" | "token";
+  | "token.revoked"
+  | "token.rotated"
+  | "token.leaked"
+  | "token_policy.updated";
+export type AuditTargetType = "service_account" | "token" | "organization";
 
 export class AuditEventEntity {
   id!: string;

@@ -12,6 +12,7 @@ import {
   type Principal,
 } from "../generated/pokerworks/identity/v1/authorization_service";
 import { UnavailableError, Violations } from "../shared/errors";
+import { redactSecrets } from "../shared/logger";
 import { isEnvironment, isHumanOnlyAction, isLaunchScope, LAUNCH_SCOPES } from "../shared/scopes";
 import { RESOURCE_ID_PATTERN } from "../shared/validation";
 import { isProductKey, isWellFormedToken } from "../tokens/token-format";
@@ -75,13 +76,21 @@ function principalOf(r: TokenRecord): Principal {
     projectIds: r.projectIds as string[],
     environments: r.environments as string[],
     expireTime: r.expireTimeMs === null ? undefined : new Date(r.expireTimeMs),
+    supersededByTokenId: r.supersededByTokenId,
   };
 }
 
 export class Authorizer {
   readonly cache: TtlCache<TokenRecord>;
   readonly negative: TtlCache<true>;
-  private readonly inflight = new Map<string, Promise<TokenRecord | null>>();
+  /**
+   * Lookups in flight, by key, each with the sequence number it started at. Concurrent
+   * misses share one lookup; but a lookup that started before a call began may predate a
+   * revocation that returned before that call, so it can only vouch for the call when the
+   * revocation markers are checked afterwards (see `authorize`).
+   */
+  private readonly inflight = new Map<string, { seq: number; promise: Promise<TokenRecord | null> }>();
+  private seq = 0;
   private readonly nowMs: () => number;
 
   constructor(private readonly opts: AuthorizerOptions) {
@@ -91,10 +100,12 @@ export class Authorizer {
     opts.revocations.onInvalidate(() => this.cache.clear());
   }
 
-  async authorize(req: AuthorizeRequest): Promise<AuthorizeResponse> {
+  /** `caller` is the calling service's certificate name, when mutual TLS is on (for usage records). */
+  async authorize(req: AuthorizeRequest, caller = ""): Promise<AuthorizeResponse> {
     validateAuthorizeRequest(req);
     if (isProductKey(req.token)) return this.respond(PRODUCT_KEY);
     if (!isWellFormedToken(req.token)) return this.respond(MALFORMED);
+    const begin = ++this.seq;
 
     const hash = createHash("sha256").update(req.token, "utf8").digest();
     const key = hash.toString("base64");
@@ -104,13 +115,15 @@ export class Authorizer {
     this.opts.metrics?.cache(record !== undefined);
     if (record === undefined) {
       if (this.negative.get(key, now)) return this.respond(UNKNOWN);
-      const loaded = await this.load(key, hash);
-      if (loaded === null) {
+      const loaded = await this.load(key, hash, 0);
+      if (loaded.record === null) {
         this.negative.set(key, true, now);
         return this.respond(UNKNOWN);
       }
-      record = loaded;
-      fresh = true;
+      record = loaded.record;
+      // Read by a query that started after this call began: it reflects every revocation
+      // that returned before this call.
+      fresh = loaded.seq > begin;
     }
 
     if (!record.tokenRevoked && !record.serviceAccountRevoked) {
@@ -119,7 +132,7 @@ export class Authorizer {
         // The markers can't vouch for a cached record: decide from PostgreSQL, or not at all.
         this.opts.metrics?.fallback("redis_untrusted");
         if (!fresh) {
-          const reloaded = await this.reload(key, hash);
+          const reloaded = await this.reload(key, hash, begin);
           if (reloaded === null) return this.respond(UNKNOWN);
           record = reloaded;
         }
@@ -131,7 +144,7 @@ export class Authorizer {
 
     const decision = decideForRecord(record, req, now);
     if (decision.reason !== DecisionReason.DECISION_REASON_SERVICE_ACCOUNT_REVOKED && decision.reason !== DecisionReason.DECISION_REASON_TOKEN_REVOKED && decision.reason !== DecisionReason.DECISION_REASON_TOKEN_EXPIRED)
-      this.opts.lastUsed.touch(record.tokenId, now);
+      this.opts.lastUsed.touch(record.tokenId, now, caller, req.scope);
     return this.respond(decision, record);
   }
 
@@ -145,28 +158,37 @@ export class Authorizer {
     return {
       allowed: decision.reason === DecisionReason.DECISION_REASON_ALLOWED,
       reason: decision.reason,
-      message: decision.message,
+      // Messages name the request's own fields; never let a credential through (a caller may
+      // pass the token in the wrong field, and project ids look just like tokens).
+      message: redactSecrets(decision.message),
       principal: record ? principalOf(record) : undefined,
     };
   }
 
-  /** Cache miss: one lookup per key at a time, whatever the concurrency. */
-  private load(key: string, hash: Buffer): Promise<TokenRecord | null> {
-    let pending = this.inflight.get(key);
-    if (!pending) {
-      pending = this.lookup(hash).then((record) => {
+  /**
+   * Cache miss: one lookup per key at a time, whatever the concurrency; a lookup in flight
+   * is shared only if it started after `startedAfter` (a sequence number).
+   */
+  private async load(key: string, hash: Buffer, startedAfter: number): Promise<{ seq: number; record: TokenRecord | null }> {
+    let entry = this.inflight.get(key);
+    if (!entry || entry.seq <= startedAfter) {
+      const seq = ++this.seq;
+      const promise = this.lookup(hash).then((record) => {
         if (record) this.cache.set(key, record, this.nowMs());
         return record;
       });
-      pending.finally(() => this.inflight.delete(key)).catch(() => undefined);
-      this.inflight.set(key, pending);
+      const started = { seq, promise };
+      promise.finally(() => this.inflight.get(key) === started && this.inflight.delete(key)).catch(() => undefined);
+      this.inflight.set(key, started);
+      entry = started;
     }
-    return pending;
+    return { seq: entry.seq, record: await entry.promise };
   }
 
-  private async reload(key: string, hash: Buffer): Promise<TokenRecord | null> {
+  /** A lookup that started after sequence number `begin`: it can decide without the markers. */
+  private async reload(key: string, hash: Buffer, begin: number): Promise<TokenRecord | null> {
     this.cache.delete(key);
-    return this.load(key, hash);
+    return (await this.load(key, hash, begin)).record;
   }
 
   private async lookup(hash: Buffer): Promise<TokenRecord | null> {

@@ -5,6 +5,6 @@ import type { Authorizer } from "./authorizer";
 
 export function authorizationHandlers(deps: UnaryDeps, authorizer: Authorizer): AuthorizationServiceServer {
   return {
-    authorize: unary(deps, "Authorize", (req: AuthorizeRequest): Promise<AuthorizeResponse> => authorizer.authorize(req), { quiet: true }),
+    authorize: unary(deps, "Authorize", (req: AuthorizeRequest, ctx): Promise<AuthorizeResponse> => authorizer.authorize(req, ctx.caller), { quiet: true }),
   };
 }

@@ -10,7 +10,7 @@ export const MIN_WRITE_INTERVAL_MS = 60_000;
 const MAX_REMEMBERED = 200_000;
 
 export class LastUsedRecorder {
-  private pending = new Map<string, number>();
+  private pending = new Map<string, { at: number; caller: string; scope: string }>();
   /** When each token's last_used_time was last queued, to write at most once a minute. */
   private readonly lastQueued = new Map<string, number>();
   private timer: NodeJS.Timeout | undefined;
@@ -22,7 +22,8 @@ export class LastUsedRecorder {
     private readonly flushIntervalMs: number,
   ) {}
 
-  touch(tokenId: string, nowMs: number): void {
+  /** Notes a use: when, by which calling service, for which scope. Written at most once a minute per token. */
+  touch(tokenId: string, nowMs: number, caller = "", scope = ""): void {
     const last = this.lastQueued.get(tokenId);
     if (last !== undefined && nowMs - last < MIN_WRITE_INTERVAL_MS) return;
     if (last !== undefined) this.lastQueued.delete(tokenId);
@@ -31,7 +32,7 @@ export class LastUsedRecorder {
       if (oldest !== undefined) this.lastQueued.delete(oldest);
     }
     this.lastQueued.set(tokenId, nowMs);
-    this.pending.set(tokenId, nowMs);
+    this.pending.set(tokenId, { at: nowMs, caller, scope });
   }
 
   start(): void {
@@ -45,17 +46,17 @@ export class LastUsedRecorder {
       if (this.pending.size === 0) return;
       const batch = this.pending;
       this.pending = new Map();
-      const rows = [...batch].map(([id, at]) => ({ id, at: new Date(at).toISOString() }));
+      const rows = [...batch].map(([id, use]) => ({ id, at: new Date(use.at).toISOString(), caller: use.caller, scope: use.scope }));
       try {
         await this.orm.em.getConnection().execute(
-          `update tokens t set last_used_time = v.at
-             from jsonb_to_recordset(?::jsonb) as v(id text, at timestamptz)
+          `update tokens t set last_used_time = v.at, last_used_caller = v.caller, last_used_scope = v.scope
+             from jsonb_to_recordset(?::jsonb) as v(id text, at timestamptz, caller text, scope text)
             where t.id = v.id and (t.last_used_time is null or t.last_used_time < v.at)`,
           [JSON.stringify(rows)],
         );
       } catch (err) {
         // Keep the newest time of each token for the next attempt.
-        for (const [id, at] of batch) if ((this.pending.get(id) ?? 0) < at) this.pending.set(id, at);
+        for (const [id, use] of batch) if ((this.pending.get(id)?.at ?? 0) < use.at) this.pending.set(id, use);
         this.log.warn({ err: (err as Error).message, tokens: rows.length }, "could not record last_used_time; will retry");
       }
     });

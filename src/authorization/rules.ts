@@ -18,6 +18,8 @@ export interface TokenRecord {
   expireTimeMs: number | null;
   tokenRevoked: boolean;
   serviceAccountRevoked: boolean;
+  /** Set when the token was rotated: the token that replaces it ("" otherwise). */
+  supersededByTokenId: string;
 }
 
 export interface AuthorizeQuery {

@@ -12,10 +12,11 @@ interface Row {
   status: string;
   expire_time: Date | null;
   sa_status: string;
+  superseded_by_token_id: string | null;
 }
 
 const SQL = `select t.id, t.organization_id, t.service_account_id, t.scopes, t.project_ids, t.environments,
-                    t.status, t.expire_time, s.status as sa_status
+                    t.status, t.expire_time, t.superseded_by_token_id, s.status as sa_status
                from tokens t join service_accounts s on s.id = t.service_account_id
               where t.secret_hash = ?`;
 
@@ -37,6 +38,7 @@ export function postgresTokenLookup(orm: MikroORM): TokenLookup {
       expireTimeMs: row.expire_time ? new Date(row.expire_time).getTime() : null,
       tokenRevoked: row.status === "revoked",
       serviceAccountRevoked: row.sa_status === "revoked",
+      supersededByTokenId: row.superseded_by_token_id ?? "",
     };
   };
 }

@@ -3,6 +3,7 @@ import { Migrator } from "@mikro-orm/migrations";
 import { Client } from "pg";
 import { AuditEventSchema } from "../audit/entity";
 import { ServiceAccountSchema } from "../service-accounts/entity";
+import { TokenPolicySchema } from "../token-policies/entity";
 import { TokenSchema } from "../tokens/entity";
 import { migrationsList } from "./migrations";
 
@@ -19,7 +20,7 @@ export interface DatabaseOptions {
 export function ormOptions(db: DatabaseOptions): Options {
   return {
     clientUrl: db.url,
-    entities: [ServiceAccountSchema, TokenSchema, AuditEventSchema],
+    entities: [ServiceAccountSchema, TokenSchema, AuditEventSchema, TokenPolicySchema],
     discovery: { warnWhenNoEntities: true },
     extensions: [Migrator],
     migrations: {

@@ -49,6 +49,37 @@ export function statusError(code: Code, message: string, reason: ErrorReason, ex
   return Object.assign(new Error(message), { code, details: message, metadata });
 }
 
+/**
+ * Status details travel in HTTP/2 trailers, and a client drops (grpc-js: hangs on) a header
+ * block beyond its limit (64 KiB in grpc-js, 8 KiB in some other stacks). Whatever a request
+ * holds, the status stays small: at most MAX_VIOLATIONS field violations, each description and
+ * the message cut to a byte budget.
+ */
+const MAX_VIOLATIONS = 10;
+const MAX_DESCRIPTION_BYTES = 200;
+const MAX_MESSAGE_BYTES = 512;
+
+/** `text` cut to at most `maxBytes` of UTF-8, on a character boundary, with an ellipsis when cut. */
+export function truncateUtf8(text: string, maxBytes: number): string {
+  if (Buffer.byteLength(text, "utf8") <= maxBytes) return text;
+  let out = "";
+  let bytes = 0;
+  for (const ch of text) {
+    const n = Buffer.byteLength(ch, "utf8");
+    if (bytes + n > maxBytes - 3) break;
+    out += ch;
+    bytes += n;
+  }
+  return `${out}…`;
+}
+
+function boundedViolations(err: InvalidArgumentError): { violations: { field: string; description: string }[]; message: string } {
+  const violations = err.violations.slice(0, MAX_VIOLATIONS).map((v) => ({ field: truncateUtf8(v.field, 100), description: truncateUtf8(v.description, MAX_DESCRIPTION_BYTES) }));
+  const more = err.violations.length - violations.length;
+  const message = violations.map((v) => `${v.field}: ${v.description}`).join("; ") + (more > 0 ? `; and ${more} more` : "");
+  return { violations, message: truncateUtf8(message, MAX_MESSAGE_BYTES) };
+}
+
 export interface BoundaryLogger {
   error(obj: object, msg: string): void;
 }
@@ -56,11 +87,12 @@ export interface BoundaryLogger {
 /** Turns anything a handler threw into the status the client receives. */
 export function toServiceError(err: unknown, log: BoundaryLogger, method: string): ServiceError {
   if (err instanceof DomainError) {
-    const badRequest =
-      err instanceof InvalidArgumentError
-        ? { fieldViolations: err.violations.map((v) => ({ field: v.field, description: v.description, reason: "", localizedMessage: undefined })) }
-        : undefined;
-    return statusError(codeOf(err), err.message, err.reason, { metadata: err.metadata, badRequest });
+    if (err instanceof InvalidArgumentError) {
+      const { violations, message } = boundedViolations(err);
+      const badRequest = { fieldViolations: violations.map((v) => ({ field: v.field, description: v.description, reason: "", localizedMessage: undefined })) };
+      return statusError(codeOf(err), message, err.reason, { metadata: err.metadata, badRequest });
+    }
+    return statusError(codeOf(err), truncateUtf8(err.message, MAX_MESSAGE_BYTES), err.reason, { metadata: err.metadata });
   }
   if (isDependencyUnavailable(err)) {
     log.error({ err, method }, "dependency unavailable");

@@ -7,9 +7,10 @@ import type { MikroORM, EntityManager } from "@mikro-orm/postgresql";
 import { randomUUID } from "node:crypto";
 import type { Logger } from "pino";
 import { ErrorReason } from "../generated/pokerworks/identity/v1/error_reason";
-import { PermissionDeniedError, UnavailableError } from "../shared/errors";
+import { InvalidArgumentError, PermissionDeniedError, UnavailableError } from "../shared/errors";
 import { type CallerPolicy, callerNames, isAllowed, type PolicyService } from "./caller-policy";
 import { toServiceError } from "./error-boundary";
+import { RequestDecodeFailure } from "./request-decoding";
 
 export interface CallContext {
   /** The fork of the EntityManager that belongs to this call only. */
@@ -35,20 +36,20 @@ export interface UnaryDeps {
   isDraining?: () => boolean;
 }
 
-/** `/pokerworks.identity.v1.TokenService/CreateToken` → `TokenService`. */
-function serviceOf(path: string): PolicyService {
-  const full = path.split("/")[1] ?? "";
-  return full.slice(full.lastIndexOf(".") + 1) as PolicyService;
+/** `/pokerworks.identity.v1.TokenService/CreateToken` → [`TokenService`, `CreateToken`]. */
+function serviceOf(path: string): [PolicyService, string] {
+  const [, full = "", method = ""] = path.split("/");
+  return [full.slice(full.lastIndexOf(".") + 1) as PolicyService, method];
 }
 
 function checkCaller(deps: UnaryDeps, call: ServerUnaryCall<unknown, unknown>): string | undefined {
   if (!deps.callerPolicy) return undefined;
   const names = callerNames(call.getAuthContext()?.sslPeerCertificate);
-  const service = serviceOf(call.getPath());
-  if (!isAllowed(deps.callerPolicy, names, service))
+  const [service, method] = serviceOf(call.getPath());
+  if (!isAllowed(deps.callerPolicy, names, service, method))
     throw new PermissionDeniedError(
       ErrorReason.ERROR_REASON_CALLER_NOT_ALLOWED,
-      `Caller ${names.length ? names.map((n) => `'${n}'`).join(", ") : "(no certificate name)"} is not allowed to call ${service} (CALLER_POLICY)`,
+      `Caller ${names.length ? names.map((n) => `'${n}'`).join(", ") : "(no certificate name)"} is not allowed to call ${service}.${method} (CALLER_POLICY)`,
     );
   return names[0];
 }
@@ -85,6 +86,8 @@ export function unary<Req, Res>(
     try {
       if (deps.isDraining?.()) throw new UnavailableError("The identity service is shutting down; retry on another replica", ErrorReason.ERROR_REASON_SHUTTING_DOWN);
       caller = checkCaller(deps, call as ServerUnaryCall<unknown, unknown>);
+      const request: unknown = call.request;
+      if (request instanceof RequestDecodeFailure) throw new InvalidArgumentError([{ field: request.field, description: request.description }]);
     } catch (err) {
       fail(err);
       return;

@@ -25,6 +25,7 @@ export class HealthMonitor {
     [SERVICE_NAMES.tokens]: "NOT_SERVING",
     [SERVICE_NAMES.audit]: "NOT_SERVING",
     [SERVICE_NAMES.authorization]: "NOT_SERVING",
+    [SERVICE_NAMES.tokenPolicies]: "NOT_SERVING",
   });
   private timer: NodeJS.Timeout | undefined;
   private draining = false;
@@ -53,6 +54,7 @@ export class HealthMonitor {
     this.set(SERVICE_NAMES.tokens, both);
     this.set(SERVICE_NAMES.authorization, both);
     this.set(SERVICE_NAMES.audit, this.postgresOk ? "SERVING" : "NOT_SERVING");
+    this.set(SERVICE_NAMES.tokenPolicies, this.postgresOk ? "SERVING" : "NOT_SERVING");
   }
 
   /** Shutdown: everything NOT_SERVING from now on. */

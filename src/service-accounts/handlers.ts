@@ -19,12 +19,13 @@ import { recordAuditEvent } from "../audit/recorder";
 import type { RevocationPublisher } from "../authorization/revocation-publisher";
 import { unary, type UnaryDeps } from "../grpc/unary";
 import { requireHumanActor } from "../shared/actor";
-import { AlreadyExistsError, FailedPreconditionError, NotFoundError, Violations } from "../shared/errors";
+import { AlreadyExistsError, FailedPreconditionError, Violations } from "../shared/errors";
 import { newId } from "../shared/ids";
 import { checkPageSize, decodePageToken, encodePageToken } from "../shared/page-token";
 import { checkOrganizationId, checkServerId } from "../shared/validation";
 import { countActiveTokens, revokeActiveTokensOf } from "../tokens/store";
 import { ServiceAccountEntity } from "./entity";
+import { serviceAccountNotFound } from "./errors";
 import { toServiceAccountProto } from "./mapper";
 import { checkDescription, checkName, resolveUpdateMask } from "./rules";
 import { findActiveByName, findServiceAccount, listServiceAccounts } from "./store";
@@ -37,8 +38,6 @@ export interface ServiceAccountDeps extends UnaryDeps {
 const nameTaken = (name: string) =>
   new AlreadyExistsError(ErrorReason.ERROR_REASON_SERVICE_ACCOUNT_NAME_TAKEN, `An active service account named '${name}' already exists in this organization`);
 
-export const serviceAccountNotFound = () =>
-  new NotFoundError(ErrorReason.ERROR_REASON_SERVICE_ACCOUNT_NOT_FOUND, "Service account not found in this organization");
 
 async function toProto(em: EntityManager, sa: ServiceAccountEntity, now: Date) {
   const counts = await countActiveTokens(em, [sa.id], now);
@@ -177,13 +176,15 @@ export function serviceAccountHandlers(deps: ServiceAccountDeps): ServiceAccount
       checkOrganizationId(v, req.organizationId);
       checkServerId(v, "service_account_id", req.serviceAccountId);
       v.throwIfAny();
-      const at = now();
       // The account row is locked first, so a concurrent CreateToken (which locks it too)
       // either commits before us (and its token is revoked here) or sees the account revoked.
       const { sa, revokedTokenIds } = await em.transactional(async (tx) => {
         const sa = await findServiceAccount(tx, req.organizationId, req.serviceAccountId, true);
         if (!sa) throw serviceAccountNotFound();
         if (sa.status === "revoked") return { sa, revokedTokenIds: [] as string[] };
+        // Read the clock once the lock is held: a token minted while we waited for it must not
+        // read as revoked before it was created.
+        const at = now();
         const revokedTokenIds = await revokeActiveTokensOf(tx, sa.id, at);
         sa.status = "revoked";
         sa.revokeTime = at;

@@ -4,7 +4,7 @@ import { ErrorReason } from "../generated/pokerworks/identity/v1/error_reason";
 import { PermissionDeniedError, Violations } from "./errors";
 import { hasControlChars } from "./validation";
 
-export type ActorKind = "user" | "management_token";
+export type ActorKind = "user" | "management_token" | "system";
 export interface ActorRecord {
   kind: ActorKind;
   id: string;
@@ -23,6 +23,10 @@ export function requireHumanActor(v: Violations, actor: Actor | undefined): Acto
     v.add("actor", "actor is required: set actor.user_id to the console user making the change");
     return undefined;
   }
+  if (kind.$case === "system") {
+    v.add("actor.system", "actor.system is set by the service itself; a request's actor must be a user (actor.user_id)");
+    return undefined;
+  }
   if (kind.$case === "managementToken") {
     throw new PermissionDeniedError(
       ErrorReason.ERROR_REASON_MANAGEMENT_TOKEN_NOT_ALLOWED,
@@ -37,5 +41,7 @@ export function requireHumanActor(v: Violations, actor: Actor | undefined): Acto
 }
 
 export function actorToProto(kind: string, id: string): Actor {
-  return kind === "management_token" ? { kind: { $case: "managementToken", value: id } } : { kind: { $case: "userId", value: id } };
+  if (kind === "management_token") return { kind: { $case: "managementToken", value: id } };
+  if (kind === "system") return { kind: { $case: "system", value: id } };
+  return { kind: { $case: "userId", value: id } };
 }

@@ -18,9 +18,12 @@ function mac(payload: Buffer, binding: string): Buffer {
   return createHmac("sha256", KEY).update(binding).update("\0").update(payload).digest().subarray(0, MAC_BYTES);
 }
 
-/** `position` is the stable ordering key (a sequence number) of the last row returned. */
-export function encodePageToken(position: string, binding: string): string {
-  const payload = Buffer.from(position, "utf8");
+/**
+ * `position` is the stable ordering key (a sequence number) of the last row returned. The ORM
+ * hydrates `bigint` columns as JS bigints at runtime, whatever the entity's declared type.
+ */
+export function encodePageToken(position: string | bigint, binding: string): string {
+  const payload = Buffer.from(String(position), "utf8");
   return Buffer.concat([mac(payload, binding), payload]).toString("base64url");
 }
 

@@ -21,6 +21,12 @@ export class TokenEntity {
   createTime!: Date;
   revokeTime: Date | null = null;
   lastUsedTime: Date | null = null;
+  lastUsedCaller: string | null = null;
+  lastUsedScope: string | null = null;
+  /** Set by rotation: the token that replaces this one. */
+  supersededByTokenId: string | null = null;
+  /** Set on a token minted by rotation: the token it replaces. */
+  replacesTokenId: string | null = null;
   createdByKind!: string;
   createdById!: string;
 }
@@ -45,6 +51,10 @@ export const TokenSchema = new EntitySchema<TokenEntity>({
     createTime: { type: "Date", columnType: "timestamptz" },
     revokeTime: { type: "Date", columnType: "timestamptz", nullable: true },
     lastUsedTime: { type: "Date", columnType: "timestamptz", nullable: true },
+    lastUsedCaller: { type: "text", nullable: true },
+    lastUsedScope: { type: "text", nullable: true },
+    supersededByTokenId: { type: "text", nullable: true },
+    replacesTokenId: { type: "text", nullable: true },
     createdByKind: { type: "text" },
     createdById: { type: "text" },
   },

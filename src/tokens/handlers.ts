@@ -1,5 +1,4 @@
 /** TokenService: the use cases behind each RPC, wired to grpc-js through `unary`. */
-import { ErrorReason } from "../generated/pokerworks/identity/v1/error_reason";
 import type {
   CreateTokenRequest,
   CreateTokenResponse,
@@ -8,31 +7,32 @@ import type {
   ListTokensRequest,
   ListTokensResponse,
   RevokeTokenRequest,
+  ReportLeakedTokensRequest,
   RevokeTokenResponse,
+  RevokeTokensIssuedBeforeRequest,
+  RotateTokenRequest,
   TokenServiceServer,
 } from "../generated/pokerworks/identity/v1/token_service";
 import { recordAuditEvent } from "../audit/recorder";
 import type { RevocationPublisher } from "../authorization/revocation-publisher";
 import { unary, type UnaryDeps } from "../grpc/unary";
-import { serviceAccountNotFound } from "../service-accounts/handlers";
+import { serviceAccountNotFound } from "../service-accounts/errors";
 import { findServiceAccount } from "../service-accounts/store";
 import { requireHumanActor } from "../shared/actor";
-import { FailedPreconditionError, NotFoundError, ResourceExhaustedError, Violations } from "../shared/errors";
-import { newId } from "../shared/ids";
+import { Violations } from "../shared/errors";
 import { checkPageSize, decodePageToken, encodePageToken } from "../shared/page-token";
 import { checkOrganizationId, checkServerId } from "../shared/validation";
-import { TokenEntity } from "./entity";
+import { reportLeakedTokens, revokeTokensIssuedBefore, rotateToken, tokenNotFound } from "./lifecycle";
+import { mintToken, tokenAuditDetails } from "./mint";
 import { toTokenProto } from "./mapper";
-import { checkTokenGrant, MAX_ACTIVE_TOKENS_PER_SERVICE_ACCOUNT } from "./rules";
-import { countActiveTokens, findToken, listTokens } from "./store";
-import { displayPrefix, generateToken, hashToken, lastFour } from "./token-format";
+import { checkTokenGrant } from "./rules";
+import { findToken, listTokens } from "./store";
 
 export interface TokenDeps extends UnaryDeps {
   revocations: RevocationPublisher;
   now?: () => Date;
 }
 
-const tokenNotFound = () => new NotFoundError(ErrorReason.ERROR_REASON_TOKEN_NOT_FOUND, "Token not found in this organization");
 
 export function tokenHandlers(deps: TokenDeps): TokenServiceServer {
   const now = deps.now ?? (() => new Date());
@@ -47,57 +47,19 @@ export function tokenHandlers(deps: TokenDeps): TokenServiceServer {
       const grant = checkTokenGrant(v, req, at);
       v.throwIfAny();
 
-      const secret = generateToken();
-      const token = await em.transactional(async (tx) => {
-        // Lock the account row: a concurrent RevokeServiceAccount either commits first (and we
-        // see it revoked) or waits for this token and revokes it with the others.
-        const sa = await findServiceAccount(tx, req.organizationId, req.serviceAccountId, true);
-        if (!sa) throw serviceAccountNotFound();
-        if (sa.status === "revoked")
-          throw new FailedPreconditionError(ErrorReason.ERROR_REASON_SERVICE_ACCOUNT_REVOKED, "The service account is revoked and can't get new tokens");
-        const active = (await countActiveTokens(tx, [sa.id], at)).get(sa.id) ?? 0;
-        if (active >= MAX_ACTIVE_TOKENS_PER_SERVICE_ACCOUNT)
-          throw new ResourceExhaustedError(
-            ErrorReason.ERROR_REASON_TOKEN_LIMIT_REACHED,
-            `The service account already has ${MAX_ACTIVE_TOKENS_PER_SERVICE_ACCOUNT} active tokens, the maximum; revoke one first`,
-          );
-        const token = Object.assign(new TokenEntity(), {
-          id: newId("tok"),
-          organizationId: sa.organizationId,
-          serviceAccountId: sa.id,
-          label: grant.label,
-          secretHash: hashToken(secret),
-          prefix: displayPrefix(secret),
-          lastFour: lastFour(secret),
-          scopes: grant.scopes,
-          projectIds: grant.projectIds,
-          environments: grant.environments,
-          status: "active" as const,
-          expireTime: grant.expireTime,
-          createTime: at,
-          createdByKind: actor!.kind,
-          createdById: actor!.id,
-        });
-        tx.persist(token);
+      const { token, secret } = await em.transactional(async (tx) => {
+        const minted = await mintToken(tx, { organizationId: req.organizationId, serviceAccountId: req.serviceAccountId, grant, actor: actor!, at });
         recordAuditEvent(tx, {
-          organizationId: sa.organizationId,
+          organizationId: minted.token.organizationId,
           projectIds: grant.projectIds,
           action: "token.created",
           actor: actor!,
           targetType: "token",
-          targetId: token.id,
+          targetId: minted.token.id,
           occurTime: at,
-          details: {
-            service_account_id: sa.id,
-            label: grant.label,
-            prefix: token.prefix,
-            scopes: grant.scopes,
-            project_ids: grant.projectIds,
-            environments: grant.environments,
-            expire_time: grant.expireTime?.toISOString() ?? null,
-          },
+          details: tokenAuditDetails(minted.token),
         });
-        return token;
+        return minted;
       });
       log.info({ organization_id: token.organizationId, service_account_id: token.serviceAccountId, token_id: token.id, prefix: token.prefix }, "token created");
       return { token: toTokenProto(token, at), secret };
@@ -167,6 +129,20 @@ export function tokenHandlers(deps: TokenDeps): TokenServiceServer {
       await deps.revocations.publish({ tokenIds: [token.id], serviceAccountIds: [] });
       log.info({ organization_id: token.organizationId, token_id: token.id }, "token revoked");
       return { token: toTokenProto(token, at) };
+    }),
+
+    rotateToken: unary(deps, "RotateToken", async (req: RotateTokenRequest, { em, log }) => {
+      const res = await rotateToken(em, deps.revocations, req, now());
+      log.info({ organization_id: req.organizationId, token_id: res.token!.id, previous_token_id: req.tokenId, prefix: res.token!.prefix }, "token rotated");
+      return res;
+    }),
+
+    reportLeakedTokens: unary(deps, "ReportLeakedTokens", (req: ReportLeakedTokensRequest, { em, log }) => reportLeakedTokens(em, deps.revocations, log, req, now())),
+
+    revokeTokensIssuedBefore: unary(deps, "RevokeTokensIssuedBefore", async (req: RevokeTokensIssuedBeforeRequest, { em, log }) => {
+      const res = await revokeTokensIssuedBefore(em, deps.revocations, req, now());
+      log.info({ organization_id: req.organizationId, revoked_token_ids: res.revokedTokenIds }, "tokens issued before a time revoked");
+      return res;
     }),
   };
 }

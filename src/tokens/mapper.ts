@@ -28,5 +28,9 @@ export function toTokenProto(e: TokenEntity, now: Date): Token {
     revokeTime: e.revokeTime ?? undefined,
     lastUsedTime: e.lastUsedTime ?? undefined,
     createdBy: actorToProto(e.createdByKind, e.createdById),
+    supersededByTokenId: e.supersededByTokenId ?? "",
+    replacesTokenId: e.replacesTokenId ?? "",
+    lastUsedCaller: e.lastUsedCaller ?? "",
+    lastUsedScope: e.lastUsedScope ?? "",
   };
 }

@@ -28,6 +28,15 @@ export interface TokenGrantInput {
   expireTime?: Date | undefined;
 }
 
+/** Each distinct value with the index of its first occurrence in the request (for field paths). */
+function firstIndexes(values: readonly string[]): Map<string, number> {
+  const first = new Map<string, number>();
+  values.forEach((value, i) => {
+    if (!first.has(value)) first.set(value, i);
+  });
+  return first;
+}
+
 const quote = (s: string) => `'${hasControlChars(s) ? JSON.stringify(s).slice(1, -1) : s.slice(0, 64)}'`;
 
 /**
@@ -42,7 +51,7 @@ export function checkTokenGrant(v: Violations, input: TokenGrantInput, now: Date
   if (input.scopes.length > MAX_REPEATED_ENTRIES) v.add("scopes", `scopes must have at most ${LAUNCH_SCOPES.length} distinct entries`);
   else if (scopes.length === 0) v.add("scopes", `at least one scope is required; valid scopes are ${LAUNCH_SCOPES.join(", ")}`);
   else
-    scopes.forEach((scope, i) => {
+    firstIndexes(input.scopes).forEach((i, scope) => {
       if (isLaunchScope(scope)) return;
       if (isHumanOnlyAction(scope)) {
         humanOnly++;
@@ -54,14 +63,14 @@ export function checkTokenGrant(v: Violations, input: TokenGrantInput, now: Date
   if (input.projectIds.length > MAX_REPEATED_ENTRIES || projectIds.length > MAX_PROJECT_IDS)
     v.add("project_ids", `project_ids must have at most ${MAX_PROJECT_IDS} distinct entries`);
   else
-    projectIds.forEach((id, i) => {
+    firstIndexes(input.projectIds).forEach((i, id) => {
       if (!RESOURCE_ID_PATTERN.test(id)) v.add(`project_ids[${i}]`, `${quote(id)} is not a project id: it must match ^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`);
     });
 
   const environments = dedupe(input.environments);
   if (input.environments.length > MAX_REPEATED_ENTRIES) v.add("environments", "environments may only contain 'test' and 'live'");
   else
-    environments.forEach((env, i) => {
+    firstIndexes(input.environments).forEach((i, env) => {
       if (!isEnvironment(env)) v.add(`environments[${i}]`, `${quote(env)} is not an environment; use 'test' or 'live'`);
     });
 

@@ -13,6 +13,7 @@ let pki: TestPki;
 let consoleBackend: Pem;
 let equityApi: Pem;
 let rogue: Pem;
+let scanner: Pem;
 let port: string;
 
 beforeAll(async () => {
@@ -20,6 +21,7 @@ beforeAll(async () => {
   const serverCert = pki.issue("server", "DNS:localhost,IP:127.0.0.1", "serverAuth");
   consoleBackend = pki.issue("console-backend", "DNS:console-backend", "clientAuth");
   equityApi = pki.issue("equity-api", "DNS:equity-api,URI:spiffe://pokerworks/equity-api", "clientAuth");
+  scanner = pki.issue("secret-scanner", "DNS:secret-scanner", "clientAuth");
   const rogueCa = new TestPki("Rogue CA");
   rogue = rogueCa.issue("rogue", "DNS:console-backend", "clientAuth");
   db = await createTestDatabase();
@@ -56,6 +58,11 @@ describe("mutual TLS and the caller policy", () => {
     const authz = new AuthorizationServiceClient(`localhost:${port}`, tls(equityApi));
     const decision = await call(authz.authorize.bind(authz), { token: token.secret, scope: "usage:read", projectId: "", environment: "", organizationId: "" });
     expect(decision.allowed).toBe(true);
+    // Usage records which service asked, as proven by its certificate.
+    await server.container.lastUsed.flush();
+    const read = await call(tokens.getToken.bind(tokens), { organizationId: "org_tls", tokenId: token.token!.id });
+    expect(read.token?.lastUsedCaller).toBe("equity-api");
+    expect(read.token?.lastUsedScope).toBe("usage:read");
     [sa, tokens, authz].forEach((c) => c.close());
   });
 
@@ -66,6 +73,20 @@ describe("mutual TLS and the caller policy", () => {
     expect(err.reason).toBe("ERROR_REASON_CALLER_NOT_ALLOWED");
     expect(err.message).toContain("equity-api");
     sa.close();
+  });
+
+  it("lets the secret scanner report leaks and nothing else", async () => {
+    const tokens = new TokenServiceClient(`localhost:${port}`, tls(scanner));
+    const res = await call(tokens.reportLeakedTokens.bind(tokens), { tokens: ["not-a-token-at-all"], source: "scanner", url: "" });
+    expect(res.results).toHaveLength(1);
+    const denied = await failure(call(tokens.getToken.bind(tokens), { organizationId: "org_tls", tokenId: "tok_x" }));
+    expect(denied.code).toBe(status.PERMISSION_DENIED);
+    expect(denied.reason).toBe("ERROR_REASON_CALLER_NOT_ALLOWED");
+    const equity = new TokenServiceClient(`localhost:${port}`, tls(equityApi));
+    const notScanner = await failure(call(equity.reportLeakedTokens.bind(equity), { tokens: ["x"], source: "s", url: "" }));
+    expect(notScanner.code).toBe(status.PERMISSION_DENIED);
+    tokens.close();
+    equity.close();
   });
 
   it("does not let a client without a certificate connect", async () => {

@@ -83,6 +83,14 @@ describe("caller policy", () => {
     expect(isAllowed(policy, [], "AuthorizationService")).toBe(false);
   });
 
+  it("grants single methods", () => {
+    const p = parseCallerPolicy("secret-scanner=TokenService.ReportLeakedTokens");
+    expect(isAllowed(p, ["secret-scanner"], "TokenService", "ReportLeakedTokens")).toBe(true);
+    expect(isAllowed(p, ["secret-scanner"], "TokenService", "CreateToken")).toBe(false);
+    expect(() => parseCallerPolicy("x=TokenService.Create.Token")).toThrow();
+    expect(() => parseCallerPolicy("x=NoService.Method")).toThrow();
+  });
+
   it("supports * for every service", () => {
     const p = parseCallerPolicy("ops=*");
     expect(isAllowed(p, ["ops"], "AuditService")).toBe(true);

@@ -29,6 +29,13 @@ export interface Actor {
      * PERMISSION_DENIED for such an actor.
      */
     { $case: "managementToken"; value: string }
+    | //
+    /**
+     * An automated process acting on the service's own authority, such as a
+     * secret-scanning partner reporting leaked tokens (`secret_scanning:<source>`). Set by
+     * the service in audit events; never accepted from clients as the actor of a mutation.
+     */
+    { $case: "system"; value: string }
     | undefined;
 }
 
@@ -44,6 +51,9 @@ export const Actor: MessageFns<Actor> = {
         break;
       case "managementToken":
         writer.uint32(18).string(message.kind.value);
+        break;
+      case "system":
+        writer.uint32(26).string(message.kind.value);
         break;
     }
     return writer;
@@ -78,6 +88,14 @@ export const Actor: MessageFns<Actor> = {
             message.kind = { $case: "managementToken", value: reader.string() };
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.kind = { $case: "system", value: reader.string() };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -100,6 +118,8 @@ export const Actor: MessageFns<Actor> = {
         ? { $case: "managementToken", value: globalThis.String(object.managementToken) }
         : isSet(object.management_token)
         ? { $case: "managementToken", value: globalThis.String(object.management_token) }
+        : isSet(object.system)
+        ? { $case: "system", value: globalThis.String(object.system) }
         : undefined,
     };
   },
@@ -110,6 +130,8 @@ export const Actor: MessageFns<Actor> = {
       obj.userId = message.kind.value;
     } else if (message.kind?.$case === "managementToken") {
       obj.managementToken = message.kind.value;
+    } else if (message.kind?.$case === "system") {
+      obj.system = message.kind.value;
     }
     return obj;
   },
@@ -129,6 +151,12 @@ export const Actor: MessageFns<Actor> = {
       case "managementToken": {
         if (object.kind?.value !== undefined && object.kind?.value !== null) {
           message.kind = { $case: "managementToken", value: object.kind.value };
+        }
+        break;
+      }
+      case "system": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "system", value: object.kind.value };
         }
         break;
       }

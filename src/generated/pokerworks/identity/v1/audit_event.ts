@@ -28,14 +28,18 @@ export interface AuditEvent {
   projectIds: string[];
   /**
    * What happened: one of `service_account.created`, `service_account.updated`,
-   * `service_account.revoked`, `token.created`, `token.revoked`.
+   * `service_account.revoked`, `token.created`, `token.revoked`, `token.rotated`,
+   * `token.leaked` (revoked on a secret-scanning report) or `token_policy.updated`.
    */
   action: string;
   /** Who did it. */
   actor?:
     | Actor
     | undefined;
-  /** The kind of resource acted on: `service_account` or `token`. */
+  /**
+   * The kind of resource acted on: `service_account`, `token` or `organization` (for the
+   * token policy).
+   */
   targetType: string;
   /** The id of the resource acted on. */
   targetId: string;

@@ -203,8 +203,18 @@ export interface Principal {
   projectIds: string[];
   /** The environments the token is restricted to; empty means both. */
   environments: string[];
-  /** When the token expires; unset means never. */
-  expireTime?: Date | undefined;
+  /**
+   * When the token expires; unset means never. For a superseded token, the end of the
+   * rotation overlap.
+   */
+  expireTime?:
+    | Date
+    | undefined;
+  /**
+   * Set when the token was rotated: the id of the token that replaces it. Callers should
+   * warn the token's owner that it stops working at expire_time.
+   */
+  supersededByTokenId: string;
 }
 
 function createBaseAuthorizeRequest(): AuthorizeRequest {
@@ -476,6 +486,7 @@ function createBasePrincipal(): Principal {
     projectIds: [],
     environments: [],
     expireTime: undefined,
+    supersededByTokenId: "",
   };
 }
 
@@ -501,6 +512,9 @@ export const Principal: MessageFns<Principal> = {
     }
     if (message.expireTime !== undefined) {
       Timestamp.encode(toTimestamp(message.expireTime), writer.uint32(58).fork()).join();
+    }
+    if (message.supersededByTokenId !== "") {
+      writer.uint32(66).string(message.supersededByTokenId);
     }
     return writer;
   },
@@ -574,6 +588,14 @@ export const Principal: MessageFns<Principal> = {
             message.expireTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.supersededByTokenId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -617,6 +639,11 @@ export const Principal: MessageFns<Principal> = {
         : isSet(object.expire_time)
         ? fromJsonTimestamp(object.expire_time)
         : undefined,
+      supersededByTokenId: isSet(object.supersededByTokenId)
+        ? globalThis.String(object.supersededByTokenId)
+        : isSet(object.superseded_by_token_id)
+        ? globalThis.String(object.superseded_by_token_id)
+        : "",
     };
   },
 
@@ -643,6 +670,9 @@ export const Principal: MessageFns<Principal> = {
     if (message.expireTime !== undefined) {
       obj.expireTime = message.expireTime.toISOString();
     }
+    if (message.supersededByTokenId !== "") {
+      obj.supersededByTokenId = message.supersededByTokenId;
+    }
     return obj;
   },
 
@@ -658,6 +688,7 @@ export const Principal: MessageFns<Principal> = {
     message.projectIds = object.projectIds?.map((e) => e) || [];
     message.environments = object.environments?.map((e) => e) || [];
     message.expireTime = object.expireTime ?? undefined;
+    message.supersededByTokenId = object.supersededByTokenId ?? "";
     return message;
   },
 };

@@ -71,6 +71,16 @@ export enum ErrorReason {
   ERROR_REASON_SHUTTING_DOWN = 12,
   /** ERROR_REASON_UNEXPECTED - An unexpected error; the service logged it. Status UNKNOWN. */
   ERROR_REASON_UNEXPECTED = 13,
+  /**
+   * ERROR_REASON_TOKEN_POLICY_VIOLATION - The token breaks the organization's token policy (a maximum lifetime, or an expiry
+   * being required). Status FAILED_PRECONDITION; ErrorInfo metadata names the policy field.
+   */
+  ERROR_REASON_TOKEN_POLICY_VIOLATION = 14,
+  /**
+   * ERROR_REASON_TOKEN_NOT_ROTATABLE - The token can't be rotated: it is revoked, expired, or already superseded.
+   * Status FAILED_PRECONDITION.
+   */
+  ERROR_REASON_TOKEN_NOT_ROTATABLE = 15,
   UNRECOGNIZED = -1,
 }
 
@@ -118,6 +128,12 @@ export function errorReasonFromJSON(object: any): ErrorReason {
     case 13:
     case "ERROR_REASON_UNEXPECTED":
       return ErrorReason.ERROR_REASON_UNEXPECTED;
+    case 14:
+    case "ERROR_REASON_TOKEN_POLICY_VIOLATION":
+      return ErrorReason.ERROR_REASON_TOKEN_POLICY_VIOLATION;
+    case 15:
+    case "ERROR_REASON_TOKEN_NOT_ROTATABLE":
+      return ErrorReason.ERROR_REASON_TOKEN_NOT_ROTATABLE;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -155,6 +171,10 @@ export function errorReasonToJSON(object: ErrorReason): string {
       return "ERROR_REASON_SHUTTING_DOWN";
     case ErrorReason.ERROR_REASON_UNEXPECTED:
       return "ERROR_REASON_UNEXPECTED";
+    case ErrorReason.ERROR_REASON_TOKEN_POLICY_VIOLATION:
+      return "ERROR_REASON_TOKEN_POLICY_VIOLATION";
+    case ErrorReason.ERROR_REASON_TOKEN_NOT_ROTATABLE:
+      return "ERROR_REASON_TOKEN_NOT_ROTATABLE";
     case ErrorReason.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";

@@ -132,7 +132,26 @@ export interface Token {
     | Date
     | undefined;
   /** Who created the token. Output only. */
-  createdBy?: Actor | undefined;
+  createdBy?:
+    | Actor
+    | undefined;
+  /**
+   * Set once the token was rotated: the id of the token that replaces it. The token keeps
+   * working until its expire_time, which rotation set to the end of the overlap. Output only.
+   */
+  supersededByTokenId: string;
+  /** Set on a token minted by RotateToken: the id of the token it replaces. Output only. */
+  replacesTokenId: string;
+  /**
+   * The calling service (its client certificate name) of the Authorize call that last
+   * recorded last_used_time; empty when unknown (no mutual TLS). Output only.
+   */
+  lastUsedCaller: string;
+  /**
+   * The scope asked for by the Authorize call that last recorded last_used_time.
+   * Output only.
+   */
+  lastUsedScope: string;
 }
 
 function createBaseToken(): Token {
@@ -152,6 +171,10 @@ function createBaseToken(): Token {
     revokeTime: undefined,
     lastUsedTime: undefined,
     createdBy: undefined,
+    supersededByTokenId: "",
+    replacesTokenId: "",
+    lastUsedCaller: "",
+    lastUsedScope: "",
   };
 }
 
@@ -201,6 +224,18 @@ export const Token: MessageFns<Token> = {
     }
     if (message.createdBy !== undefined) {
       Actor.encode(message.createdBy, writer.uint32(122).fork()).join();
+    }
+    if (message.supersededByTokenId !== "") {
+      writer.uint32(130).string(message.supersededByTokenId);
+    }
+    if (message.replacesTokenId !== "") {
+      writer.uint32(138).string(message.replacesTokenId);
+    }
+    if (message.lastUsedCaller !== "") {
+      writer.uint32(146).string(message.lastUsedCaller);
+    }
+    if (message.lastUsedScope !== "") {
+      writer.uint32(154).string(message.lastUsedScope);
     }
     return writer;
   },
@@ -338,6 +373,38 @@ export const Token: MessageFns<Token> = {
             message.createdBy = Actor.decode(reader, reader.uint32());
             continue;
           }
+          case 16: {
+            if (tag !== 130) {
+              break;
+            }
+
+            message.supersededByTokenId = reader.string();
+            continue;
+          }
+          case 17: {
+            if (tag !== 138) {
+              break;
+            }
+
+            message.replacesTokenId = reader.string();
+            continue;
+          }
+          case 18: {
+            if (tag !== 146) {
+              break;
+            }
+
+            message.lastUsedCaller = reader.string();
+            continue;
+          }
+          case 19: {
+            if (tag !== 154) {
+              break;
+            }
+
+            message.lastUsedScope = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -401,6 +468,26 @@ export const Token: MessageFns<Token> = {
         : isSet(object.created_by)
         ? Actor.fromJSON(object.created_by)
         : undefined,
+      supersededByTokenId: isSet(object.supersededByTokenId)
+        ? globalThis.String(object.supersededByTokenId)
+        : isSet(object.superseded_by_token_id)
+        ? globalThis.String(object.superseded_by_token_id)
+        : "",
+      replacesTokenId: isSet(object.replacesTokenId)
+        ? globalThis.String(object.replacesTokenId)
+        : isSet(object.replaces_token_id)
+        ? globalThis.String(object.replaces_token_id)
+        : "",
+      lastUsedCaller: isSet(object.lastUsedCaller)
+        ? globalThis.String(object.lastUsedCaller)
+        : isSet(object.last_used_caller)
+        ? globalThis.String(object.last_used_caller)
+        : "",
+      lastUsedScope: isSet(object.lastUsedScope)
+        ? globalThis.String(object.lastUsedScope)
+        : isSet(object.last_used_scope)
+        ? globalThis.String(object.last_used_scope)
+        : "",
     };
   },
 
@@ -451,6 +538,18 @@ export const Token: MessageFns<Token> = {
     if (message.createdBy !== undefined) {
       obj.createdBy = Actor.toJSON(message.createdBy);
     }
+    if (message.supersededByTokenId !== "") {
+      obj.supersededByTokenId = message.supersededByTokenId;
+    }
+    if (message.replacesTokenId !== "") {
+      obj.replacesTokenId = message.replacesTokenId;
+    }
+    if (message.lastUsedCaller !== "") {
+      obj.lastUsedCaller = message.lastUsedCaller;
+    }
+    if (message.lastUsedScope !== "") {
+      obj.lastUsedScope = message.lastUsedScope;
+    }
     return obj;
   },
 
@@ -476,6 +575,10 @@ export const Token: MessageFns<Token> = {
     message.createdBy = (object.createdBy !== undefined && object.createdBy !== null)
       ? Actor.fromPartial(object.createdBy)
       : undefined;
+    message.supersededByTokenId = object.supersededByTokenId ?? "";
+    message.replacesTokenId = object.replacesTokenId ?? "";
+    message.lastUsedCaller = object.lastUsedCaller ?? "";
+    message.lastUsedScope = object.lastUsedScope ?? "";
     return message;
   },
 };

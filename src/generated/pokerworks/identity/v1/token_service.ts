@@ -18,9 +18,67 @@ import {
   type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
+import { Duration } from "../../../google/protobuf/duration";
 import { Timestamp } from "../../../google/protobuf/timestamp";
 import { Actor } from "./actor";
 import { Token } from "./token";
+
+/** LeakOutcome is what ReportLeakedTokens did with one string. */
+export enum LeakOutcome {
+  /** LEAK_OUTCOME_UNSPECIFIED - Never returned. */
+  LEAK_OUTCOME_UNSPECIFIED = 0,
+  /** LEAK_OUTCOME_NOT_A_TOKEN - Not a management token (wrong prefix, length, alphabet or checksum); nothing done. */
+  LEAK_OUTCOME_NOT_A_TOKEN = 1,
+  /** LEAK_OUTCOME_UNKNOWN_TOKEN - Well formed, but no such token was ever issued; nothing done. */
+  LEAK_OUTCOME_UNKNOWN_TOKEN = 2,
+  /** LEAK_OUTCOME_REVOKED - A real, active token: it is now revoked. */
+  LEAK_OUTCOME_REVOKED = 3,
+  /** LEAK_OUTCOME_ALREADY_INACTIVE - A real token that was already revoked or expired; nothing more to do. */
+  LEAK_OUTCOME_ALREADY_INACTIVE = 4,
+  UNRECOGNIZED = -1,
+}
+
+export function leakOutcomeFromJSON(object: any): LeakOutcome {
+  switch (object) {
+    case 0:
+    case "LEAK_OUTCOME_UNSPECIFIED":
+      return LeakOutcome.LEAK_OUTCOME_UNSPECIFIED;
+    case 1:
+    case "LEAK_OUTCOME_NOT_A_TOKEN":
+      return LeakOutcome.LEAK_OUTCOME_NOT_A_TOKEN;
+    case 2:
+    case "LEAK_OUTCOME_UNKNOWN_TOKEN":
+      return LeakOutcome.LEAK_OUTCOME_UNKNOWN_TOKEN;
+    case 3:
+    case "LEAK_OUTCOME_REVOKED":
+      return LeakOutcome.LEAK_OUTCOME_REVOKED;
+    case 4:
+    case "LEAK_OUTCOME_ALREADY_INACTIVE":
+      return LeakOutcome.LEAK_OUTCOME_ALREADY_INACTIVE;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return LeakOutcome.UNRECOGNIZED;
+  }
+}
+
+export function leakOutcomeToJSON(object: LeakOutcome): string {
+  switch (object) {
+    case LeakOutcome.LEAK_OUTCOME_UNSPECIFIED:
+      return "LEAK_OUTCOME_UNSPECIFIED";
+    case LeakOutcome.LEAK_OUTCOME_NOT_A_TOKEN:
+      return "LEAK_OUTCOME_NOT_A_TOKEN";
+    case LeakOutcome.LEAK_OUTCOME_UNKNOWN_TOKEN:
+      return "LEAK_OUTCOME_UNKNOWN_TOKEN";
+    case LeakOutcome.LEAK_OUTCOME_REVOKED:
+      return "LEAK_OUTCOME_REVOKED";
+    case LeakOutcome.LEAK_OUTCOME_ALREADY_INACTIVE:
+      return "LEAK_OUTCOME_ALREADY_INACTIVE";
+    case LeakOutcome.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
 
 /** CreateTokenRequest is the input of CreateToken. */
 export interface CreateTokenRequest {
@@ -130,6 +188,113 @@ export interface RevokeTokenRequest {
 export interface RevokeTokenResponse {
   /** The revoked token's metadata. */
   token?: Token | undefined;
+}
+
+/** RotateTokenRequest is the input of RotateToken. */
+export interface RotateTokenRequest {
+  /** Required. The owning organization. */
+  organizationId: string;
+  /** Required. The token to replace. */
+  tokenId: string;
+  /**
+   * Optional. How long the previous token keeps working: unset means 24 hours, zero means
+   * it is revoked at once. At most 30 days, never negative. The previous token never
+   * lives longer than its own expire_time.
+   */
+  overlap?:
+    | Duration
+    | undefined;
+  /**
+   * Optional. The new token's expiry; unset gives it the previous token's lifetime (its
+   * expire_time minus its create_time, from now), or no expiry if it had none. Must be in
+   * the future and satisfy the organization's token policy.
+   */
+  expireTime?:
+    | Date
+    | undefined;
+  /**
+   * Required. Must be a user: a management token can't mint management tokens
+   * (PERMISSION_DENIED).
+   */
+  actor?: Actor | undefined;
+}
+
+/** RotateTokenResponse is the output of RotateToken. */
+export interface RotateTokenResponse {
+  /** The new token's metadata. */
+  token?:
+    | Token
+    | undefined;
+  /** The new token itself. Only provided in this response. */
+  secret: string;
+  /**
+   * The previous token's metadata after rotation: superseded, with its expire_time at the
+   * end of the overlap (or revoked, for a zero overlap).
+   */
+  previousToken?: Token | undefined;
+}
+
+/** ReportLeakedTokensRequest is the input of ReportLeakedTokens. */
+export interface ReportLeakedTokensRequest {
+  /**
+   * Required. 1 to 100 strings found in public, as found. Strings that are not
+   * well-formed management tokens are answered as such and otherwise ignored.
+   */
+  tokens: string[];
+  /**
+   * Required. Who found them, for the audit trail (for example `github`), 1 to 100
+   * characters.
+   */
+  source: string;
+  /** Optional. Where they were found (an http or https URL, at most 2048 characters). */
+  url: string;
+}
+
+/** ReportLeakedTokensResponse is the output of ReportLeakedTokens. */
+export interface ReportLeakedTokensResponse {
+  /** One result per reported string, in the order given. */
+  results: LeakedTokenResult[];
+}
+
+/** LeakedTokenResult is what happened to one reported string. */
+export interface LeakedTokenResult {
+  /** The reported string's first 12 and last 4 characters (never the whole string). */
+  masked: string;
+  /**
+   * True when the string is a well-formed management token (prefix, length, alphabet and
+   * checksum), whether or not it was ever issued.
+   */
+  wellFormed: boolean;
+  /** What the service did. */
+  outcome: LeakOutcome;
+}
+
+/** RevokeTokensIssuedBeforeRequest is the input of RevokeTokensIssuedBefore. */
+export interface RevokeTokensIssuedBeforeRequest {
+  /** Required. The owning organization. */
+  organizationId: string;
+  /**
+   * Optional. Only this service account's tokens (NOT_FOUND if it does not exist); empty
+   * means every service account of the organization.
+   */
+  serviceAccountId: string;
+  /**
+   * Required. Tokens created strictly before this instant are revoked. At most 5 minutes
+   * in the future.
+   */
+  issuedBefore?:
+    | Date
+    | undefined;
+  /** Required. Must be a user: a management token actor gets PERMISSION_DENIED. */
+  actor?: Actor | undefined;
+}
+
+/** RevokeTokensIssuedBeforeResponse is the output of RevokeTokensIssuedBefore. */
+export interface RevokeTokensIssuedBeforeResponse {
+  /** How many active tokens this call revoked. */
+  revokedTokenCount: number;
+  /** The ids of the tokens this call revoked. */
+  revokedTokenIds: string[];
 }
 
 function createBaseCreateTokenRequest(): CreateTokenRequest {
@@ -1003,6 +1168,765 @@ export const RevokeTokenResponse: MessageFns<RevokeTokenResponse> = {
   },
 };
 
+function createBaseRotateTokenRequest(): RotateTokenRequest {
+  return { organizationId: "", tokenId: "", overlap: undefined, expireTime: undefined, actor: undefined };
+}
+
+export const RotateTokenRequest: MessageFns<RotateTokenRequest> = {
+  encode(message: RotateTokenRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.organizationId !== "") {
+      writer.uint32(10).string(message.organizationId);
+    }
+    if (message.tokenId !== "") {
+      writer.uint32(18).string(message.tokenId);
+    }
+    if (message.overlap !== undefined) {
+      Duration.encode(message.overlap, writer.uint32(26).fork()).join();
+    }
+    if (message.expireTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.expireTime), writer.uint32(34).fork()).join();
+    }
+    if (message.actor !== undefined) {
+      Actor.encode(message.actor, writer.uint32(42).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RotateTokenRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRotateTokenRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.organizationId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.tokenId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.overlap = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.expireTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.actor = Actor.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RotateTokenRequest {
+    return {
+      organizationId: isSet(object.organizationId)
+        ? globalThis.String(object.organizationId)
+        : isSet(object.organization_id)
+        ? globalThis.String(object.organization_id)
+        : "",
+      tokenId: isSet(object.tokenId)
+        ? globalThis.String(object.tokenId)
+        : isSet(object.token_id)
+        ? globalThis.String(object.token_id)
+        : "",
+      overlap: isSet(object.overlap) ? Duration.fromJSON(object.overlap) : undefined,
+      expireTime: isSet(object.expireTime)
+        ? fromJsonTimestamp(object.expireTime)
+        : isSet(object.expire_time)
+        ? fromJsonTimestamp(object.expire_time)
+        : undefined,
+      actor: isSet(object.actor) ? Actor.fromJSON(object.actor) : undefined,
+    };
+  },
+
+  toJSON(message: RotateTokenRequest): unknown {
+    const obj: any = {};
+    if (message.organizationId !== "") {
+      obj.organizationId = message.organizationId;
+    }
+    if (message.tokenId !== "") {
+      obj.tokenId = message.tokenId;
+    }
+    if (message.overlap !== undefined) {
+      obj.overlap = Duration.toJSON(message.overlap);
+    }
+    if (message.expireTime !== undefined) {
+      obj.expireTime = message.expireTime.toISOString();
+    }
+    if (message.actor !== undefined) {
+      obj.actor = Actor.toJSON(message.actor);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RotateTokenRequest>, I>>(base?: I): RotateTokenRequest {
+    return RotateTokenRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RotateTokenRequest>, I>>(object: I): RotateTokenRequest {
+    const message = createBaseRotateTokenRequest();
+    message.organizationId = object.organizationId ?? "";
+    message.tokenId = object.tokenId ?? "";
+    message.overlap = (object.overlap !== undefined && object.overlap !== null)
+      ? Duration.fromPartial(object.overlap)
+      : undefined;
+    message.expireTime = object.expireTime ?? undefined;
+    message.actor = (object.actor !== undefined && object.actor !== null) ? Actor.fromPartial(object.actor) : undefined;
+    return message;
+  },
+};
+
+function createBaseRotateTokenResponse(): RotateTokenResponse {
+  return { token: undefined, secret: "", previousToken: undefined };
+}
+
+export const RotateTokenResponse: MessageFns<RotateTokenResponse> = {
+  encode(message: RotateTokenResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.token !== undefined) {
+      Token.encode(message.token, writer.uint32(10).fork()).join();
+    }
+    if (message.secret !== "") {
+      writer.uint32(18).string(message.secret);
+    }
+    if (message.previousToken !== undefined) {
+      Token.encode(message.previousToken, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RotateTokenResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRotateTokenResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.token = Token.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.secret = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.previousToken = Token.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RotateTokenResponse {
+    return {
+      token: isSet(object.token) ? Token.fromJSON(object.token) : undefined,
+      secret: isSet(object.secret) ? globalThis.String(object.secret) : "",
+      previousToken: isSet(object.previousToken)
+        ? Token.fromJSON(object.previousToken)
+        : isSet(object.previous_token)
+        ? Token.fromJSON(object.previous_token)
+        : undefined,
+    };
+  },
+
+  toJSON(message: RotateTokenResponse): unknown {
+    const obj: any = {};
+    if (message.token !== undefined) {
+      obj.token = Token.toJSON(message.token);
+    }
+    if (message.secret !== "") {
+      obj.secret = message.secret;
+    }
+    if (message.previousToken !== undefined) {
+      obj.previousToken = Token.toJSON(message.previousToken);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RotateTokenResponse>, I>>(base?: I): RotateTokenResponse {
+    return RotateTokenResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RotateTokenResponse>, I>>(object: I): RotateTokenResponse {
+    const message = createBaseRotateTokenResponse();
+    message.token = (object.token !== undefined && object.token !== null) ? Token.fromPartial(object.token) : undefined;
+    message.secret = object.secret ?? "";
+    message.previousToken = (object.previousToken !== undefined && object.previousToken !== null)
+      ? Token.fromPartial(object.previousToken)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseReportLeakedTokensRequest(): ReportLeakedTokensRequest {
+  return { tokens: [], source: "", url: "" };
+}
+
+export const ReportLeakedTokensRequest: MessageFns<ReportLeakedTokensRequest> = {
+  encode(message: ReportLeakedTokensRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.tokens) {
+      writer.uint32(10).string(v!);
+    }
+    if (message.source !== "") {
+      writer.uint32(18).string(message.source);
+    }
+    if (message.url !== "") {
+      writer.uint32(26).string(message.url);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReportLeakedTokensRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReportLeakedTokensRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.tokens.push(reader.string());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.source = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.url = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReportLeakedTokensRequest {
+    return {
+      tokens: globalThis.Array.isArray(object?.tokens) ? object.tokens.map((e: any) => globalThis.String(e)) : [],
+      source: isSet(object.source) ? globalThis.String(object.source) : "",
+      url: isSet(object.url) ? globalThis.String(object.url) : "",
+    };
+  },
+
+  toJSON(message: ReportLeakedTokensRequest): unknown {
+    const obj: any = {};
+    if (message.tokens?.length) {
+      obj.tokens = message.tokens;
+    }
+    if (message.source !== "") {
+      obj.source = message.source;
+    }
+    if (message.url !== "") {
+      obj.url = message.url;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ReportLeakedTokensRequest>, I>>(base?: I): ReportLeakedTokensRequest {
+    return ReportLeakedTokensRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ReportLeakedTokensRequest>, I>>(object: I): ReportLeakedTokensRequest {
+    const message = createBaseReportLeakedTokensRequest();
+    message.tokens = object.tokens?.map((e) => e) || [];
+    message.source = object.source ?? "";
+    message.url = object.url ?? "";
+    return message;
+  },
+};
+
+function createBaseReportLeakedTokensResponse(): ReportLeakedTokensResponse {
+  return { results: [] };
+}
+
+export const ReportLeakedTokensResponse: MessageFns<ReportLeakedTokensResponse> = {
+  encode(message: ReportLeakedTokensResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.results) {
+      LeakedTokenResult.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReportLeakedTokensResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReportLeakedTokensResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.results.push(LeakedTokenResult.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReportLeakedTokensResponse {
+    return {
+      results: globalThis.Array.isArray(object?.results)
+        ? object.results.map((e: any) => LeakedTokenResult.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: ReportLeakedTokensResponse): unknown {
+    const obj: any = {};
+    if (message.results?.length) {
+      obj.results = message.results.map((e) => LeakedTokenResult.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ReportLeakedTokensResponse>, I>>(base?: I): ReportLeakedTokensResponse {
+    return ReportLeakedTokensResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ReportLeakedTokensResponse>, I>>(object: I): ReportLeakedTokensResponse {
+    const message = createBaseReportLeakedTokensResponse();
+    message.results = object.results?.map((e) => LeakedTokenResult.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseLeakedTokenResult(): LeakedTokenResult {
+  return { masked: "", wellFormed: false, outcome: 0 };
+}
+
+export const LeakedTokenResult: MessageFns<LeakedTokenResult> = {
+  encode(message: LeakedTokenResult, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.masked !== "") {
+      writer.uint32(10).string(message.masked);
+    }
+    if (message.wellFormed !== false) {
+      writer.uint32(16).bool(message.wellFormed);
+    }
+    if (message.outcome !== 0) {
+      writer.uint32(24).int32(message.outcome);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LeakedTokenResult {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLeakedTokenResult();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.masked = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.wellFormed = reader.bool();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.outcome = reader.int32() as any;
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): LeakedTokenResult {
+    return {
+      masked: isSet(object.masked) ? globalThis.String(object.masked) : "",
+      wellFormed: isSet(object.wellFormed)
+        ? globalThis.Boolean(object.wellFormed)
+        : isSet(object.well_formed)
+        ? globalThis.Boolean(object.well_formed)
+        : false,
+      outcome: isSet(object.outcome) ? leakOutcomeFromJSON(object.outcome) : 0,
+    };
+  },
+
+  toJSON(message: LeakedTokenResult): unknown {
+    const obj: any = {};
+    if (message.masked !== "") {
+      obj.masked = message.masked;
+    }
+    if (message.wellFormed !== false) {
+      obj.wellFormed = message.wellFormed;
+    }
+    if (message.outcome !== 0) {
+      obj.outcome = leakOutcomeToJSON(message.outcome);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<LeakedTokenResult>, I>>(base?: I): LeakedTokenResult {
+    return LeakedTokenResult.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<LeakedTokenResult>, I>>(object: I): LeakedTokenResult {
+    const message = createBaseLeakedTokenResult();
+    message.masked = object.masked ?? "";
+    message.wellFormed = object.wellFormed ?? false;
+    message.outcome = object.outcome ?? 0;
+    return message;
+  },
+};
+
+function createBaseRevokeTokensIssuedBeforeRequest(): RevokeTokensIssuedBeforeRequest {
+  return { organizationId: "", serviceAccountId: "", issuedBefore: undefined, actor: undefined };
+}
+
+export const RevokeTokensIssuedBeforeRequest: MessageFns<RevokeTokensIssuedBeforeRequest> = {
+  encode(message: RevokeTokensIssuedBeforeRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.organizationId !== "") {
+      writer.uint32(10).string(message.organizationId);
+    }
+    if (message.serviceAccountId !== "") {
+      writer.uint32(18).string(message.serviceAccountId);
+    }
+    if (message.issuedBefore !== undefined) {
+      Timestamp.encode(toTimestamp(message.issuedBefore), writer.uint32(26).fork()).join();
+    }
+    if (message.actor !== undefined) {
+      Actor.encode(message.actor, writer.uint32(34).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RevokeTokensIssuedBeforeRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRevokeTokensIssuedBeforeRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.organizationId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.serviceAccountId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.issuedBefore = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.actor = Actor.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RevokeTokensIssuedBeforeRequest {
+    return {
+      organizationId: isSet(object.organizationId)
+        ? globalThis.String(object.organizationId)
+        : isSet(object.organization_id)
+        ? globalThis.String(object.organization_id)
+        : "",
+      serviceAccountId: isSet(object.serviceAccountId)
+        ? globalThis.String(object.serviceAccountId)
+        : isSet(object.service_account_id)
+        ? globalThis.String(object.service_account_id)
+        : "",
+      issuedBefore: isSet(object.issuedBefore)
+        ? fromJsonTimestamp(object.issuedBefore)
+        : isSet(object.issued_before)
+        ? fromJsonTimestamp(object.issued_before)
+        : undefined,
+      actor: isSet(object.actor) ? Actor.fromJSON(object.actor) : undefined,
+    };
+  },
+
+  toJSON(message: RevokeTokensIssuedBeforeRequest): unknown {
+    const obj: any = {};
+    if (message.organizationId !== "") {
+      obj.organizationId = message.organizationId;
+    }
+    if (message.serviceAccountId !== "") {
+      obj.serviceAccountId = message.serviceAccountId;
+    }
+    if (message.issuedBefore !== undefined) {
+      obj.issuedBefore = message.issuedBefore.toISOString();
+    }
+    if (message.actor !== undefined) {
+      obj.actor = Actor.toJSON(message.actor);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RevokeTokensIssuedBeforeRequest>, I>>(base?: I): RevokeTokensIssuedBeforeRequest {
+    return RevokeTokensIssuedBeforeRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RevokeTokensIssuedBeforeRequest>, I>>(
+    object: I,
+  ): RevokeTokensIssuedBeforeRequest {
+    const message = createBaseRevokeTokensIssuedBeforeRequest();
+    message.organizationId = object.organizationId ?? "";
+    message.serviceAccountId = object.serviceAccountId ?? "";
+    message.issuedBefore = object.issuedBefore ?? undefined;
+    message.actor = (object.actor !== undefined && object.actor !== null) ? Actor.fromPartial(object.actor) : undefined;
+    return message;
+  },
+};
+
+function createBaseRevokeTokensIssuedBeforeResponse(): RevokeTokensIssuedBeforeResponse {
+  return { revokedTokenCount: 0, revokedTokenIds: [] };
+}
+
+export const RevokeTokensIssuedBeforeResponse: MessageFns<RevokeTokensIssuedBeforeResponse> = {
+  encode(message: RevokeTokensIssuedBeforeResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.revokedTokenCount !== 0) {
+      writer.uint32(8).int32(message.revokedTokenCount);
+    }
+    for (const v of message.revokedTokenIds) {
+      writer.uint32(18).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RevokeTokensIssuedBeforeResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRevokeTokensIssuedBeforeResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.revokedTokenCount = reader.int32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.revokedTokenIds.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RevokeTokensIssuedBeforeResponse {
+    return {
+      revokedTokenCount: isSet(object.revokedTokenCount)
+        ? globalThis.Number(object.revokedTokenCount)
+        : isSet(object.revoked_token_count)
+        ? globalThis.Number(object.revoked_token_count)
+        : 0,
+      revokedTokenIds: globalThis.Array.isArray(object?.revokedTokenIds)
+        ? object.revokedTokenIds.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.revoked_token_ids)
+        ? object.revoked_token_ids.map((e: any) => globalThis.String(e))
+        : [],
+    };
+  },
+
+  toJSON(message: RevokeTokensIssuedBeforeResponse): unknown {
+    const obj: any = {};
+    if (message.revokedTokenCount !== 0) {
+      obj.revokedTokenCount = Math.round(message.revokedTokenCount);
+    }
+    if (message.revokedTokenIds?.length) {
+      obj.revokedTokenIds = message.revokedTokenIds;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RevokeTokensIssuedBeforeResponse>, I>>(
+    base?: I,
+  ): RevokeTokensIssuedBeforeResponse {
+    return RevokeTokensIssuedBeforeResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RevokeTokensIssuedBeforeResponse>, I>>(
+    object: I,
+  ): RevokeTokensIssuedBeforeResponse {
+    const message = createBaseRevokeTokensIssuedBeforeResponse();
+    message.revokedTokenCount = object.revokedTokenCount ?? 0;
+    message.revokedTokenIds = object.revokedTokenIds?.map((e) => e) || [];
+    return message;
+  },
+};
+
 /**
  * TokenService issues and revokes management tokens. It is called by the console
  * backend on behalf of signed-in people. Tokens are always minted server-side, shown
@@ -1059,6 +1983,61 @@ export const TokenServiceService = {
     responseSerialize: (value: RevokeTokenResponse): Buffer => Buffer.from(RevokeTokenResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): RevokeTokenResponse => RevokeTokenResponse.decode(value),
   },
+  /**
+   * Rotates a token without downtime: mints a new token with the same service account,
+   * label, scopes and restrictions, and returns it with its secret (only provided in this
+   * response). The previous token keeps working until `overlap` ends, then reads as
+   * expired; with a zero overlap it is revoked at once. Authorize marks the previous token
+   * as superseded in its principal. The previous token must be active and not already
+   * superseded (FAILED_PRECONDITION); the new token must satisfy the organization's token
+   * policy (FAILED_PRECONDITION). Writes `token.rotated`.
+   */
+  rotateToken: {
+    path: "/pokerworks.identity.v1.TokenService/RotateToken" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RotateTokenRequest): Buffer => Buffer.from(RotateTokenRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RotateTokenRequest => RotateTokenRequest.decode(value),
+    responseSerialize: (value: RotateTokenResponse): Buffer => Buffer.from(RotateTokenResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RotateTokenResponse => RotateTokenResponse.decode(value),
+  },
+  /**
+   * Answers a secret-scanning partner's report of leaked strings. Each string is checked
+   * offline by its checksum; every matching active token is revoked at once (the
+   * revocation invariant holds: the call returns only once every replica refuses it) and
+   * audited as `token.leaked` with the source. The answer says, per string, whether it was
+   * a real token and what happened, and never which organization owns it. Only callers
+   * the caller policy allows (for example `secret-scanner=TokenService.ReportLeakedTokens`).
+   */
+  reportLeakedTokens: {
+    path: "/pokerworks.identity.v1.TokenService/ReportLeakedTokens" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ReportLeakedTokensRequest): Buffer =>
+      Buffer.from(ReportLeakedTokensRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ReportLeakedTokensRequest => ReportLeakedTokensRequest.decode(value),
+    responseSerialize: (value: ReportLeakedTokensResponse): Buffer =>
+      Buffer.from(ReportLeakedTokensResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ReportLeakedTokensResponse => ReportLeakedTokensResponse.decode(value),
+  },
+  /**
+   * Incident response: revokes, at once, every active token of the organization (or of one
+   * service account) created before `issued_before`, and returns how many. Each revoked
+   * token gets its own `token.revoked` audit event.
+   */
+  revokeTokensIssuedBefore: {
+    path: "/pokerworks.identity.v1.TokenService/RevokeTokensIssuedBefore" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RevokeTokensIssuedBeforeRequest): Buffer =>
+      Buffer.from(RevokeTokensIssuedBeforeRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RevokeTokensIssuedBeforeRequest =>
+      RevokeTokensIssuedBeforeRequest.decode(value),
+    responseSerialize: (value: RevokeTokensIssuedBeforeResponse): Buffer =>
+      Buffer.from(RevokeTokensIssuedBeforeResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RevokeTokensIssuedBeforeResponse =>
+      RevokeTokensIssuedBeforeResponse.decode(value),
+  },
 } as const;
 
 export interface TokenServiceServer extends UntypedServiceImplementation {
@@ -1078,6 +2057,31 @@ export interface TokenServiceServer extends UntypedServiceImplementation {
    * revoked token is a no-op that returns it. Writes `token.revoked` when it changed.
    */
   revokeToken: handleUnaryCall<RevokeTokenRequest, RevokeTokenResponse>;
+  /**
+   * Rotates a token without downtime: mints a new token with the same service account,
+   * label, scopes and restrictions, and returns it with its secret (only provided in this
+   * response). The previous token keeps working until `overlap` ends, then reads as
+   * expired; with a zero overlap it is revoked at once. Authorize marks the previous token
+   * as superseded in its principal. The previous token must be active and not already
+   * superseded (FAILED_PRECONDITION); the new token must satisfy the organization's token
+   * policy (FAILED_PRECONDITION). Writes `token.rotated`.
+   */
+  rotateToken: handleUnaryCall<RotateTokenRequest, RotateTokenResponse>;
+  /**
+   * Answers a secret-scanning partner's report of leaked strings. Each string is checked
+   * offline by its checksum; every matching active token is revoked at once (the
+   * revocation invariant holds: the call returns only once every replica refuses it) and
+   * audited as `token.leaked` with the source. The answer says, per string, whether it was
+   * a real token and what happened, and never which organization owns it. Only callers
+   * the caller policy allows (for example `secret-scanner=TokenService.ReportLeakedTokens`).
+   */
+  reportLeakedTokens: handleUnaryCall<ReportLeakedTokensRequest, ReportLeakedTokensResponse>;
+  /**
+   * Incident response: revokes, at once, every active token of the organization (or of one
+   * service account) created before `issued_before`, and returns how many. Each revoked
+   * token gets its own `token.revoked` audit event.
+   */
+  revokeTokensIssuedBefore: handleUnaryCall<RevokeTokensIssuedBeforeRequest, RevokeTokensIssuedBeforeResponse>;
 }
 
 export interface TokenServiceClient extends Client {
@@ -1152,6 +2156,73 @@ export interface TokenServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: RevokeTokenResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Rotates a token without downtime: mints a new token with the same service account,
+   * label, scopes and restrictions, and returns it with its secret (only provided in this
+   * response). The previous token keeps working until `overlap` ends, then reads as
+   * expired; with a zero overlap it is revoked at once. Authorize marks the previous token
+   * as superseded in its principal. The previous token must be active and not already
+   * superseded (FAILED_PRECONDITION); the new token must satisfy the organization's token
+   * policy (FAILED_PRECONDITION). Writes `token.rotated`.
+   */
+  rotateToken(
+    request: RotateTokenRequest,
+    callback: (error: ServiceError | null, response: RotateTokenResponse) => void,
+  ): ClientUnaryCall;
+  rotateToken(
+    request: RotateTokenRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: RotateTokenResponse) => void,
+  ): ClientUnaryCall;
+  rotateToken(
+    request: RotateTokenRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RotateTokenResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Answers a secret-scanning partner's report of leaked strings. Each string is checked
+   * offline by its checksum; every matching active token is revoked at once (the
+   * revocation invariant holds: the call returns only once every replica refuses it) and
+   * audited as `token.leaked` with the source. The answer says, per string, whether it was
+   * a real token and what happened, and never which organization owns it. Only callers
+   * the caller policy allows (for example `secret-scanner=TokenService.ReportLeakedTokens`).
+   */
+  reportLeakedTokens(
+    request: ReportLeakedTokensRequest,
+    callback: (error: ServiceError | null, response: ReportLeakedTokensResponse) => void,
+  ): ClientUnaryCall;
+  reportLeakedTokens(
+    request: ReportLeakedTokensRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ReportLeakedTokensResponse) => void,
+  ): ClientUnaryCall;
+  reportLeakedTokens(
+    request: ReportLeakedTokensRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ReportLeakedTokensResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Incident response: revokes, at once, every active token of the organization (or of one
+   * service account) created before `issued_before`, and returns how many. Each revoked
+   * token gets its own `token.revoked` audit event.
+   */
+  revokeTokensIssuedBefore(
+    request: RevokeTokensIssuedBeforeRequest,
+    callback: (error: ServiceError | null, response: RevokeTokensIssuedBeforeResponse) => void,
+  ): ClientUnaryCall;
+  revokeTokensIssuedBefore(
+    request: RevokeTokensIssuedBeforeRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: RevokeTokensIssuedBeforeResponse) => void,
+  ): ClientUnaryCall;
+  revokeTokensIssuedBefore(
+    request: RevokeTokensIssuedBeforeRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RevokeTokensIssuedBeforeResponse) => void,
   ): ClientUnaryCall;
 }
 
