@@ -135,6 +135,11 @@ export class RedisRevocationStore implements RevocationStore {
   async start(): Promise<void> {
     await this.client.connect().catch((err: Error) => this.opts.log.warn({ err: err.message }, "redis not reachable at start; deciding from PostgreSQL until it is"));
     await this.poll();
+    // A fresh (or emptied) Redis: rebuild before serving, so the replica starts trusted.
+    if (!this.lastCheckOk && this.client.status === "ready") {
+      await this.rebuild();
+      await this.poll();
+    }
     this.poller = setInterval(() => void this.poll(), this.opts.pollIntervalMs ?? 1000);
     this.poller.unref();
   }
