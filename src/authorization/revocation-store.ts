@@ -23,6 +23,13 @@ import type { RevocationPublisher, Revoked } from "./revocation-publisher";
 export const MARKER_TTL_MS = 60 * 60 * 1000;
 /** Rebuild looks back further than a marker lives, so nothing a marker would catch is missed. */
 export const REBUILD_WINDOW_MS = MARKER_TTL_MS + 5 * 60 * 1000;
+const REBUILD_LOCK_MS = 10_000;
+/** KEYS: lock, epoch; ARGV: lock id, new epoch. Sets the epoch and releases the lock only if we still hold it. */
+const COMMIT_EPOCH = `if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('set', KEYS[2], ARGV[2]); redis.call('del', KEYS[1]); return 1 end return 0`;
+/** KEYS: lock; ARGV: lock id, ttl ms. Keeps a long rebuild's lock alive. */
+const EXTEND_LOCK = `if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0`;
+/** KEYS: lock; ARGV: lock id. */
+const RELEASE_LOCK = `if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0`;
 
 export type MarkerCheck =
   | { trusted: true; tokenRevoked: boolean; serviceAccountRevoked: boolean; epochChanged: boolean }
@@ -229,16 +236,27 @@ export class RedisRevocationStore implements RevocationStore {
       const lockKey = `${this.prefix}revocations:rebuild-lock`;
       const lockId = randomUUID();
       try {
-        const locked = await this.client.set(lockKey, lockId, "PX", 30_000, "NX");
+        const locked = await this.client.set(lockKey, lockId, "PX", REBUILD_LOCK_MS, "NX");
         if (locked !== "OK") return; // another replica is rebuilding; we keep polling for its epoch
-        const since = new Date(Date.now() - REBUILD_WINDOW_MS);
-        const revoked = await this.opts.loadRevokedSince(since);
-        for (let i = 0; i < Math.max(revoked.tokenIds.length, revoked.serviceAccountIds.length, 1); i += 1000) {
-          await this.writeMarkers({ tokenIds: revoked.tokenIds.slice(i, i + 1000), serviceAccountIds: revoked.serviceAccountIds.slice(i, i + 1000) });
+        try {
+          const since = new Date(Date.now() - REBUILD_WINDOW_MS);
+          const revoked = await this.opts.loadRevokedSince(since);
+          for (let i = 0; i < Math.max(revoked.tokenIds.length, revoked.serviceAccountIds.length, 1); i += 1000) {
+            await this.writeMarkers({ tokenIds: revoked.tokenIds.slice(i, i + 1000), serviceAccountIds: revoked.serviceAccountIds.slice(i, i + 1000) });
+            if ((await this.client.eval(EXTEND_LOCK, 1, lockKey, lockId, REBUILD_LOCK_MS)) !== 1) throw new Error("Redis lost the rebuild lock (restarted?)");
+          }
+          // The epoch is written only if our lock survived: a Redis that restarted during the
+          // rebuild lost the lock and the markers with it, so it must not be declared complete.
+          const epoch = randomUUID();
+          const written = await this.client.eval(COMMIT_EPOCH, 2, lockKey, this.epochKey, lockId, epoch);
+          if (written !== 1) throw new Error("Redis lost the rebuild lock (restarted?) before the epoch was written");
+          this.observeEpoch(epoch);
+          this.opts.log.warn({ tokens: revoked.tokenIds.length, service_accounts: revoked.serviceAccountIds.length }, "revocation markers rebuilt from PostgreSQL");
+        } catch (err) {
+          // Let another attempt (ours or another replica's) start at once.
+          await this.client.eval(RELEASE_LOCK, 1, lockKey, lockId).catch(() => undefined);
+          throw err;
         }
-        await this.client.set(this.epochKey, randomUUID());
-        this.opts.log.warn({ tokens: revoked.tokenIds.length, service_accounts: revoked.serviceAccountIds.length }, "revocation markers rebuilt from PostgreSQL");
-        if (await this.client.get(lockKey) === lockId) await this.client.del(lockKey);
       } catch (err) {
         this.opts.log.warn({ err: (err as Error).message }, "revocation marker rebuild failed; will retry");
       } finally {

@@ -19,6 +19,7 @@ import {
   UnavailableError,
 } from "../shared/errors";
 import { isDependencyUnavailable } from "../shared/infra-errors";
+import { redactSecrets } from "../shared/logger";
 
 export const ERROR_DOMAIN = "identity.pokerworks.com";
 export const STATUS_DETAILS_KEY = "grpc-status-details-bin";

@@ -14,6 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AuditServiceService } from "../../src/generated/pokerworks/identity/v1/audit_service";
 import { AuthorizationServiceService } from "../../src/generated/pokerworks/identity/v1/authorization_service";
 import { ServiceAccountServiceService } from "../../src/generated/pokerworks/identity/v1/service_account_service";
+import { OrganizationPolicyServiceService } from "../../src/generated/pokerworks/identity/v1/organization_policy_service";
 import { TokenServiceService } from "../../src/generated/pokerworks/identity/v1/token_service";
 import { call, createTestDatabase, decodeStatus, startTestServer, type TestDatabase, type TestServer } from "../support/harness";
 import {
@@ -42,7 +43,13 @@ afterAll(async () => {
 });
 
 /** Our services as the generated grpc-js definitions (an independent source of truth) name them. */
-const OUR_DEFINITIONS: ServiceDefinition[] = [ServiceAccountServiceService, TokenServiceService, AuditServiceService, AuthorizationServiceService];
+const OUR_DEFINITIONS: ServiceDefinition[] = [
+  ServiceAccountServiceService,
+  TokenServiceService,
+  AuditServiceService,
+  AuthorizationServiceService,
+  OrganizationPolicyServiceService,
+];
 const serviceOf = (def: ServiceDefinition) => Object.values(def)[0]!.path.split("/")[1]!;
 const methodsOf = (def: ServiceDefinition) =>
   Object.values(def)
@@ -110,6 +117,7 @@ describe.each<ReflectionVersion>(["v1", "v1alpha"])("server reflection %s", (ver
     }
     // Files arrive with their dependency lists, and the well-known types came along.
     expect(resolver.files.get("pokerworks/identity/v1/token_service.proto")!.dependency).toEqual([
+      "google/protobuf/duration.proto",
       "google/protobuf/timestamp.proto",
       "pokerworks/identity/v1/actor.proto",
       "pokerworks/identity/v1/token.proto",

@@ -125,9 +125,10 @@ describe("the reflection protocol codec", () => {
       "pokerworks/identity/v1/service_account.proto",
       "google/protobuf/timestamp.proto",
     ]);
-    // token_service.proto imports timestamp and actor (already sent) and token.proto (new).
+    // token_service.proto imports timestamp and actor (already sent), duration and token.proto (new).
     expect(names(answer(index, list, { case: "fileContainingSymbol", value: "pokerworks.identity.v1.TokenService" }, sent))).toEqual([
       "pokerworks/identity/v1/token_service.proto",
+      "google/protobuf/duration.proto",
       "pokerworks/identity/v1/token.proto",
     ]);
     // The requested file is always sent, even when sent before.
