@@ -132,13 +132,15 @@ export function serviceAccountHandlers(deps: ServiceAccountDeps): ServiceAccount
       const name = fields.has("name") ? checkName(v, req.name) : undefined;
       const description = fields.has("description") ? checkDescription(v, req.description) : undefined;
       v.throwIfAny();
-      const at = now();
+      let at = now();
       try {
         const sa = await em.transactional(async (tx) => {
           const sa = await findServiceAccount(tx, req.organizationId, req.serviceAccountId, true);
           if (!sa) throw serviceAccountNotFound();
           if (sa.status === "revoked")
             throw new FailedPreconditionError(ErrorReason.ERROR_REASON_SERVICE_ACCOUNT_REVOKED, "The service account is revoked and can't be updated");
+          // Read the clock once the lock is held, so update times and events follow commit order.
+          at = now();
           const changes: Record<string, { from: string; to: string }> = {};
           if (name !== undefined && name !== sa.name) {
             if (await findActiveByName(tx, sa.organizationId, name)) throw nameTaken(name);

@@ -48,7 +48,7 @@ export function tokenHandlers(deps: TokenDeps): TokenServiceServer {
       v.throwIfAny();
 
       const { token, secret } = await em.transactional(async (tx) => {
-        const minted = await mintToken(tx, { organizationId: req.organizationId, serviceAccountId: req.serviceAccountId, grant, actor: actor!, at });
+        const minted = await mintToken(tx, { organizationId: req.organizationId, serviceAccountId: req.serviceAccountId, grant, actor: actor!, now });
         recordAuditEvent(tx, {
           organizationId: minted.token.organizationId,
           projectIds: grant.projectIds,
@@ -56,7 +56,7 @@ export function tokenHandlers(deps: TokenDeps): TokenServiceServer {
           actor: actor!,
           targetType: "token",
           targetId: minted.token.id,
-          occurTime: at,
+          occurTime: minted.token.createTime,
           details: tokenAuditDetails(minted.token),
         });
         return minted;

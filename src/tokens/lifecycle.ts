@@ -68,7 +68,7 @@ export async function rotateToken(em: EntityManager, revocations: RevocationPubl
       serviceAccountId: previous.serviceAccountId,
       grant: { label: previous.label, scopes: previous.scopes, projectIds: previous.projectIds, environments: previous.environments, expireTime },
       actor: actor!,
-      at,
+      now: () => at,
       replacesTokenId: previous.id,
     });
     const previousExpireTime = previous.expireTime;

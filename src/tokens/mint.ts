@@ -25,7 +25,7 @@ export interface Minted {
 
 export async function mintToken(
   tx: EntityManager,
-  q: { organizationId: string; serviceAccountId: string; grant: TokenGrant; actor: ActorRecord; at: Date; replacesTokenId?: string },
+  q: { organizationId: string; serviceAccountId: string; grant: TokenGrant; actor: ActorRecord; now: () => Date; replacesTokenId?: string },
 ): Promise<Minted> {
   // Lock the account row: a concurrent RevokeServiceAccount either commits first (and we see
   // it revoked) or waits for this token and revokes it with the others.
@@ -33,9 +33,11 @@ export async function mintToken(
   if (!sa) throw serviceAccountNotFound();
   if (sa.status === "revoked")
     throw new FailedPreconditionError(ErrorReason.ERROR_REASON_SERVICE_ACCOUNT_REVOKED, "The service account is revoked and can't get new tokens");
-  enforceTokenPolicy(await tokenPolicyRule(tx, sa.organizationId), q.grant.expireTime, q.at);
+  // Read the clock only once the lock is held, so create_time follows commit order.
+  const at = q.now();
+  enforceTokenPolicy(await tokenPolicyRule(tx, sa.organizationId), q.grant.expireTime, at);
   // A token being rotated out does not count: rotation never needs a free slot.
-  const active = (await countActiveTokens(tx, [sa.id], q.at, { excludeSuperseded: true })).get(sa.id) ?? 0;
+  const active = (await countActiveTokens(tx, [sa.id], at, { excludeSuperseded: true })).get(sa.id) ?? 0;
   if (active >= MAX_ACTIVE_TOKENS_PER_SERVICE_ACCOUNT + (q.replacesTokenId ? 1 : 0))
     throw new ResourceExhaustedError(
       ErrorReason.ERROR_REASON_TOKEN_LIMIT_REACHED,
@@ -55,7 +57,7 @@ export async function mintToken(
     environments: q.grant.environments,
     status: "active" as const,
     expireTime: q.grant.expireTime,
-    createTime: q.at,
+    createTime: at,
     replacesTokenId: q.replacesTokenId ?? null,
     createdByKind: q.actor.kind,
     createdById: q.actor.id,
