@@ -75,10 +75,13 @@ export function truncateUtf8(text: string, maxBytes: number): string {
 }
 
 function boundedViolations(err: InvalidArgumentError): { violations: { field: string; description: string }[]; message: string } {
-  const violations = err.violations.slice(0, MAX_VIOLATIONS).map((v) => ({ field: truncateUtf8(v.field, 100), description: truncateUtf8(v.description, MAX_DESCRIPTION_BYTES) }));
+  const violations = err.violations
+    .slice(0, MAX_VIOLATIONS)
+    .map((v) => ({ field: truncateUtf8(v.field, 100), description: truncateUtf8(redactSecrets(v.description), MAX_DESCRIPTION_BYTES) }));
   const more = err.violations.length - violations.length;
-  const message = violations.map((v) => `${v.field}: ${v.description}`).join("; ") + (more > 0 ? `; and ${more} more` : "");
-  return { violations, message: truncateUtf8(message, MAX_MESSAGE_BYTES) };
+  const suffix = more > 0 ? `; and ${more} more` : "";
+  const message = truncateUtf8(violations.map((v) => `${v.field}: ${v.description}`).join("; "), MAX_MESSAGE_BYTES - suffix.length) + suffix;
+  return { violations, message };
 }
 
 export interface BoundaryLogger {
@@ -93,7 +96,7 @@ export function toServiceError(err: unknown, log: BoundaryLogger, method: string
       const badRequest = { fieldViolations: violations.map((v) => ({ field: v.field, description: v.description, reason: "", localizedMessage: undefined })) };
       return statusError(codeOf(err), message, err.reason, { metadata: err.metadata, badRequest });
     }
-    return statusError(codeOf(err), truncateUtf8(err.message, MAX_MESSAGE_BYTES), err.reason, { metadata: err.metadata });
+    return statusError(codeOf(err), truncateUtf8(redactSecrets(err.message), MAX_MESSAGE_BYTES), err.reason, { metadata: err.metadata });
   }
   if (isDependencyUnavailable(err)) {
     log.error({ err, method }, "dependency unavailable");

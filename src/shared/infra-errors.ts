@@ -12,7 +12,9 @@ function looksUnavailable(e: Record<string, unknown>): boolean {
   const name = typeof e.name === "string" ? e.name : "";
   if (name === "KnexTimeoutError" || name === "ConnectionException" || name === "MaxRetriesPerRequestError") return true;
   const message = typeof e.message === "string" ? e.message : "";
-  return /Connection terminated|connection timeout|Timeout acquiring a connection|Connection is closed|timeout exceeded when trying to connect|Client has encountered a connection error|Stream isn't writeable|Redis command timed out/i.test(message);
+  // "Transaction query already complete": knex ends a transaction whose BEGIN failed because
+  // the connection died (PostgreSQL stopped or failed over); the next query in it says so.
+  return /Connection terminated|connection timeout|Timeout acquiring a connection|Connection is closed|timeout exceeded when trying to connect|Client has encountered a connection error|Stream isn't writeable|Redis command timed out|Transaction query already complete/i.test(message);
 }
 
 export function isDependencyUnavailable(err: unknown): boolean {
