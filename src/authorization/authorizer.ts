@@ -173,7 +173,11 @@ export class Authorizer {
     let entry = this.inflight.get(key);
     if (!entry || entry.seq <= startedAfter) {
       const seq = ++this.seq;
-      const promise = this.lookup(hash).then((record) => {
+      this.opts.metrics?.fallback("postgres_lookup");
+      // The query goes on when its callers stop waiting (lookupTimeoutMs): its answer still
+      // fills the cache, and calls that come meanwhile share it rather than piling more
+      // queries onto a slow database.
+      const promise = this.opts.lookup(hash).then((record) => {
         if (record) this.cache.set(key, record, this.nowMs());
         return record;
       });
@@ -182,7 +186,7 @@ export class Authorizer {
       this.inflight.set(key, started);
       entry = started;
     }
-    return { seq: entry.seq, record: await entry.promise };
+    return { seq: entry.seq, record: await this.wait(entry.promise) };
   }
 
   /** A lookup that started after sequence number `begin`: it can decide without the markers. */
@@ -191,12 +195,12 @@ export class Authorizer {
     return (await this.load(key, hash, begin)).record;
   }
 
-  private async lookup(hash: Buffer): Promise<TokenRecord | null> {
-    this.opts.metrics?.fallback("postgres_lookup");
+  private async wait(lookup: Promise<TokenRecord | null>): Promise<TokenRecord | null> {
     try {
-      return await withTimeout(this.opts.lookup(hash), this.opts.lookupTimeoutMs);
+      return await withTimeout(lookup, this.opts.lookupTimeoutMs);
     } catch {
       throw new UnavailableError(UNAVAILABLE_MESSAGE);
     }
   }
+
 }

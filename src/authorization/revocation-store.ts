@@ -179,31 +179,55 @@ export class RedisRevocationStore implements RevocationStore {
     return { trusted: true, changed };
   }
 
-  async check(tokenId: string, serviceAccountId: string): Promise<MarkerCheck> {
+  /** Checks asked for in this tick; sent together as one MGET on the next tick. */
+  private batch: { tokenId: string; serviceAccountId: string; resolve: (r: MarkerCheck) => void }[] | null = null;
+
+  /**
+   * Every check asked for in the same tick goes to Redis as one MGET (the epoch, then a token
+   * and an account key per check): one command, one write, one reply, whatever the
+   * concurrency. The MGET is sent after every call in the batch began, so each call sees
+   * every marker written before it began. All keys share the hash tag (Cluster-safe).
+   */
+  check(tokenId: string, serviceAccountId: string): Promise<MarkerCheck> {
     if (this.client.status !== "ready") {
       this.lastCheckOk = false;
-      return this.untrusted;
+      return Promise.resolve(this.untrusted);
     }
-    let results: [Error | null, unknown][] | null;
+    return new Promise((resolve) => {
+      if (this.batch === null) {
+        this.batch = [];
+        process.nextTick(() => void this.flushChecks());
+      }
+      this.batch.push({ tokenId, serviceAccountId, resolve });
+    });
+  }
+
+  private async flushChecks(): Promise<void> {
+    const batch = this.batch!;
+    this.batch = null;
+    const keys = new Array<string>(1 + 2 * batch.length);
+    keys[0] = this.epochKey;
+    for (let i = 0; i < batch.length; i++) {
+      keys[1 + 2 * i] = this.tokenKey(batch[i]!.tokenId);
+      keys[2 + 2 * i] = this.accountKey(batch[i]!.serviceAccountId);
+    }
+    let results: (string | null)[];
     try {
-      results = await this.client.pipeline().get(this.epochKey).exists(this.tokenKey(tokenId)).exists(this.accountKey(serviceAccountId)).exec();
+      results = await this.client.mget(keys);
     } catch {
       this.lastCheckOk = false;
-      return this.untrusted;
-    }
-    if (!results || results.some(([err]) => err !== null)) {
-      this.lastCheckOk = false;
-      return this.untrusted;
+      for (const b of batch) b.resolve(this.untrusted);
+      return;
     }
     const before = this.knownEpoch;
-    const epoch = this.observeEpoch(results[0]![1] as string | null);
-    if (!epoch.trusted) return this.untrusted;
-    return {
-      trusted: true,
-      tokenRevoked: results[1]![1] === 1,
-      serviceAccountRevoked: results[2]![1] === 1,
-      epochChanged: before !== this.knownEpoch,
-    };
+    const epoch = this.observeEpoch(results[0] ?? null);
+    const epochChanged = before !== this.knownEpoch;
+    for (let i = 0; i < batch.length; i++)
+      batch[i]!.resolve(
+        epoch.trusted
+          ? { trusted: true, tokenRevoked: results[1 + 2 * i] != null, serviceAccountRevoked: results[2 + 2 * i] != null, epochChanged }
+          : this.untrusted,
+      );
   }
 
   async publish(revoked: Revoked): Promise<void> {

@@ -69,17 +69,21 @@ export function unary<Req, Res>(
 ): (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => void {
   return (call, callback) => {
     const started = process.hrtime.bigint();
-    const requestId = requestIdOf(call as ServerUnaryCall<unknown, unknown>);
-    const log = deps.log.child({ request_id: requestId, method });
+    // Made on first use: a quiet call that succeeds (Authorize) never logs, so it pays for
+    // neither a UUID nor a pino child logger.
+    let requestId: string | undefined;
+    let callLog: Logger | undefined;
+    const requestIdNow = () => (requestId ??= requestIdOf(call as ServerUnaryCall<unknown, unknown>));
+    const logNow = () => (callLog ??= deps.log.child({ request_id: requestIdNow(), method }));
     let em: EntityManager | undefined;
     let caller: string | undefined;
     const finish = (code: number) => {
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
       deps.observer?.observe(method, code, seconds);
-      if (!options.quiet || code !== 0) log.info({ code, duration_ms: Math.round(seconds * 1e4) / 10, caller }, "call finished");
+      if (!options.quiet || code !== 0) logNow().info({ code, duration_ms: Math.round(seconds * 1e4) / 10, caller }, "call finished");
     };
     const fail = (err: unknown) => {
-      const error = toServiceError(err, log, method);
+      const error = toServiceError(err, logNow(), method);
       finish(error.code);
       callback(error);
     };
@@ -97,8 +101,12 @@ export function unary<Req, Res>(
       get em() {
         return (em ??= deps.orm.em.fork() as EntityManager);
       },
-      requestId,
-      log,
+      get requestId() {
+        return requestIdNow();
+      },
+      get log() {
+        return logNow();
+      },
       caller,
     };
     handler(call.request, ctx).then((response) => {

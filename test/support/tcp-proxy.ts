@@ -118,10 +118,21 @@ export class TcpProxy {
     const upstream = net.connect(this.targetPort, this.targetHost);
     const pair = { client, upstream, up: new Pipe(upstream, this, false), down: new Pipe(client, this, true) };
     this.pairs.add(pair);
+    // A named prepared statement is parsed once per connection and then only bound: count
+    // each Bind of a named statement as one more run of its SQL.
+    const named = new Map<string, string>();
     const parser = this.options.countPostgres
       ? new PostgresFrontendParser((type, payload) => {
           if (type === "Q") this.statements.push(cstring(payload, 0));
-          else if (type === "P") this.statements.push(cstring(payload, payload.indexOf(0) + 1)); // statement name, then the SQL
+          else if (type === "P") {
+            const name = cstring(payload, 0);
+            const sql = cstring(payload, payload.indexOf(0) + 1); // statement name, then the SQL
+            if (name === "") this.statements.push(sql);
+            else named.set(name, sql);
+          } else if (type === "B") {
+            const name = cstring(payload, payload.indexOf(0) + 1); // portal name, then the statement name
+            if (name !== "") this.statements.push(named.get(name) ?? name);
+          }
         })
       : undefined;
     client.on("data", (d: Buffer) => {
