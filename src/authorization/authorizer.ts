@@ -139,6 +139,13 @@ export class Authorizer {
       } else if (markers.tokenRevoked || markers.serviceAccountRevoked) {
         record = { ...record, tokenRevoked: record.tokenRevoked || markers.tokenRevoked, serviceAccountRevoked: record.serviceAccountRevoked || markers.serviceAccountRevoked };
         this.cache.set(key, record, now);
+      } else if (markers.changed && record.changeSeen !== markers.changed) {
+        // Rotated (superseded, expiry brought forward) since this record was read: re-read it
+        // with a query that starts after the marker was seen, once per change and replica.
+        const reloaded = await this.reload(key, hash, ++this.seq);
+        if (reloaded === null) return this.respond(UNKNOWN);
+        record = { ...reloaded, changeSeen: markers.changed };
+        this.cache.set(key, record, now);
       }
     }
 

@@ -5,6 +5,11 @@
 export interface Revoked {
   tokenIds: string[];
   serviceAccountIds: string[];
+  /**
+   * Tokens changed without being revoked (rotated: superseded, expiry brought forward):
+   * replicas re-read them from PostgreSQL instead of trusting a cached record.
+   */
+  changedTokenIds?: string[];
 }
 
 export interface RevocationPublisher {

@@ -32,7 +32,14 @@ const EXTEND_LOCK = `if redis.call('get', KEYS[1]) == ARGV[1] then return redis.
 const RELEASE_LOCK = `if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0`;
 
 export type MarkerCheck =
-  | { trusted: true; tokenRevoked: boolean; serviceAccountRevoked: boolean; epochChanged: boolean }
+  | {
+      trusted: true;
+      tokenRevoked: boolean;
+      serviceAccountRevoked: boolean;
+      epochChanged: boolean;
+      /** An opaque id of the last change (rotation) to the token's record, null if none. */
+      changed: string | null;
+    }
   | { trusted: false };
 
 export interface RevocationStore extends RevocationPublisher {
@@ -52,12 +59,20 @@ export class InProcessRevocationStore implements RevocationStore {
   readonly kind = "in-process" as const;
   private readonly tokens = new Set<string>();
   private readonly accounts = new Set<string>();
+  private readonly changed = new Map<string, string>();
   async publish(revoked: Revoked): Promise<void> {
     for (const id of revoked.tokenIds) this.tokens.add(id);
     for (const id of revoked.serviceAccountIds) this.accounts.add(id);
+    for (const id of revoked.changedTokenIds ?? []) this.changed.set(id, randomUUID());
   }
   async check(tokenId: string, serviceAccountId: string): Promise<MarkerCheck> {
-    return { trusted: true, tokenRevoked: this.tokens.has(tokenId), serviceAccountRevoked: this.accounts.has(serviceAccountId), epochChanged: false };
+    return {
+      trusted: true,
+      tokenRevoked: this.tokens.has(tokenId),
+      serviceAccountRevoked: this.accounts.has(serviceAccountId),
+      epochChanged: false,
+      changed: this.changed.get(tokenId) ?? null,
+    };
   }
   trusted(): boolean {
     return true;
@@ -135,6 +150,9 @@ export class RedisRevocationStore implements RevocationStore {
   private tokenKey(id: string) {
     return `${this.prefix}rv:tok:${id}`;
   }
+  private changedKey(id: string) {
+    return `${this.prefix}rv:chg:${id}`;
+  }
   private accountKey(id: string) {
     return `${this.prefix}rv:sa:${id}`;
   }
@@ -205,11 +223,12 @@ export class RedisRevocationStore implements RevocationStore {
   private async flushChecks(): Promise<void> {
     const batch = this.batch!;
     this.batch = null;
-    const keys = new Array<string>(1 + 2 * batch.length);
+    const keys = new Array<string>(1 + 3 * batch.length);
     keys[0] = this.epochKey;
     for (let i = 0; i < batch.length; i++) {
-      keys[1 + 2 * i] = this.tokenKey(batch[i]!.tokenId);
-      keys[2 + 2 * i] = this.accountKey(batch[i]!.serviceAccountId);
+      keys[1 + 3 * i] = this.tokenKey(batch[i]!.tokenId);
+      keys[2 + 3 * i] = this.accountKey(batch[i]!.serviceAccountId);
+      keys[3 + 3 * i] = this.changedKey(batch[i]!.tokenId);
     }
     let results: (string | null)[];
     try {
@@ -225,13 +244,19 @@ export class RedisRevocationStore implements RevocationStore {
     for (let i = 0; i < batch.length; i++)
       batch[i]!.resolve(
         epoch.trusted
-          ? { trusted: true, tokenRevoked: results[1 + 2 * i] != null, serviceAccountRevoked: results[2 + 2 * i] != null, epochChanged }
+          ? {
+              trusted: true,
+              tokenRevoked: results[1 + 3 * i] != null,
+              serviceAccountRevoked: results[2 + 3 * i] != null,
+              epochChanged,
+              changed: results[3 + 3 * i] ?? null,
+            }
           : this.untrusted,
       );
   }
 
   async publish(revoked: Revoked): Promise<void> {
-    if (revoked.tokenIds.length === 0 && revoked.serviceAccountIds.length === 0) return;
+    if (revoked.tokenIds.length === 0 && revoked.serviceAccountIds.length === 0 && !revoked.changedTokenIds?.length) return;
     try {
       await this.writeMarkers(revoked);
     } catch (err) {
@@ -248,6 +273,7 @@ export class RedisRevocationStore implements RevocationStore {
     const pipeline = this.client.pipeline();
     for (const id of revoked.tokenIds) pipeline.set(this.tokenKey(id), "1", "PX", MARKER_TTL_MS);
     for (const id of revoked.serviceAccountIds) pipeline.set(this.accountKey(id), "1", "PX", MARKER_TTL_MS);
+    for (const id of revoked.changedTokenIds ?? []) pipeline.set(this.changedKey(id), randomUUID(), "PX", MARKER_TTL_MS);
     const results = await pipeline.exec();
     const failed = results?.find(([err]) => err !== null);
     if (!results || failed) throw failed?.[0] ?? new Error("Redis pipeline returned nothing");

@@ -20,6 +20,8 @@ export interface TokenRecord {
   serviceAccountRevoked: boolean;
   /** Set when the token was rotated: the token that replaces it ("" otherwise). */
   supersededByTokenId: string;
+  /** The change marker this record was re-read for (rotation), if any. */
+  changeSeen?: string;
 }
 
 export interface AuthorizeQuery {

@@ -100,6 +100,10 @@ export async function rotateToken(em: EntityManager, revocations: RevocationPubl
     return { previous, minted };
   });
   if (previous.status === "revoked") await revocations.publish({ tokenIds: [previous.id], serviceAccountIds: [] });
+  else
+    // The old token stays valid through the overlap, so this only speeds up what cache expiry
+    // would do anyway: a failure must not cost the caller the new secret.
+    await revocations.publish({ tokenIds: [], serviceAccountIds: [], changedTokenIds: [previous.id] }).catch(() => undefined);
   return { token: toTokenProto(minted.token, at), secret: minted.secret, previousToken: toTokenProto(previous, at) };
 }
 

@@ -334,3 +334,41 @@ describe("usage", () => {
     expect(listed.tokens[0]?.lastUsedScope).toBe("usage:read");
   });
 });
+
+describe("rotation across replicas", () => {
+  it("another replica with the old token cached sees it superseded, and expired at the end of the overlap, at once", async () => {
+    const { testRedisPrefix, startTestServer: start } = await import("../support/harness");
+    const prefix = testRedisPrefix();
+    // Long cache TTL: without the change marker the other replica would trust its cached record for minutes.
+    const a = await start(db.url, { REDIS_KEY_PREFIX: prefix, TOKEN_CACHE_TTL_MS: "300000" });
+    const b = await start(db.url, { REDIS_KEY_PREFIX: prefix, TOKEN_CACHE_TTL_MS: "300000" });
+    try {
+      const o = org();
+      const sa = await call(a.clients.serviceAccounts.createServiceAccount.bind(a.clients.serviceAccounts), { organizationId: o, name: "x", description: "", actor: userActor() });
+      const old = await call(a.clients.tokens.createToken.bind(a.clients.tokens), {
+        organizationId: o,
+        serviceAccountId: sa.serviceAccount!.id,
+        label: "l",
+        scopes: ["org:read"],
+        projectIds: [],
+        environments: [],
+        actor: userActor(),
+      });
+      const q = { token: old.secret, scope: "org:read", projectId: "", environment: "", organizationId: "" };
+      const onB = () => call(b.clients.authorization.authorize.bind(b.clients.authorization), q);
+      expect((await onB()).principal?.supersededByTokenId).toBe(""); // cached on B
+      const rotated = await call(a.clients.tokens.rotateToken.bind(a.clients.tokens), { organizationId: o, tokenId: old.token!.id, overlap: { seconds: 1, nanos: 0 }, actor: userActor() });
+      const during = await onB();
+      expect(during.allowed).toBe(true);
+      expect(during.principal?.supersededByTokenId).toBe(rotated.token!.id);
+      expect(during.principal?.expireTime?.getTime()).toBe(rotated.previousToken!.expireTime!.getTime());
+      await new Promise((r) => setTimeout(r, rotated.previousToken!.expireTime!.getTime() - Date.now() + 20));
+      const after = await onB();
+      expect(after.allowed).toBe(false);
+      expect(after.reason).toBe(DecisionReason.DECISION_REASON_TOKEN_EXPIRED);
+    } finally {
+      await a.stop();
+      await b.stop();
+    }
+  });
+});

@@ -96,7 +96,7 @@ describe("Authorizer: shared lookups", () => {
   });
 
   it("markers trusted: concurrent misses for one token share a single lookup", async () => {
-    const { authorizer, lookups } = setup({ trusted: true, tokenRevoked: false, serviceAccountRevoked: false, epochChanged: false });
+    const { authorizer, lookups } = setup({ trusted: true, tokenRevoked: false, serviceAccountRevoked: false, epochChanged: false, changed: null });
     const token = wellFormedToken();
     const calls = Array.from({ length: 50 }, () => ask(authorizer, token));
     await settle();
@@ -106,7 +106,7 @@ describe("Authorizer: shared lookups", () => {
   });
 
   it("markers trusted: a marker refuses a record read before the revocation", async () => {
-    const { authorizer, lookups } = setup({ trusted: true, tokenRevoked: true, serviceAccountRevoked: false, epochChanged: false });
+    const { authorizer, lookups } = setup({ trusted: true, tokenRevoked: true, serviceAccountRevoked: false, epochChanged: false, changed: null });
     const token = wellFormedToken();
     const call = ask(authorizer, token);
     await settle();
@@ -115,7 +115,7 @@ describe("Authorizer: shared lookups", () => {
   });
 
   it("an unknown token is asked for once, then answered from the negative cache", async () => {
-    const { authorizer, lookups } = setup({ trusted: true, tokenRevoked: false, serviceAccountRevoked: false, epochChanged: false });
+    const { authorizer, lookups } = setup({ trusted: true, tokenRevoked: false, serviceAccountRevoked: false, epochChanged: false, changed: null });
     const token = wellFormedToken();
     const first = ask(authorizer, token);
     await settle();
