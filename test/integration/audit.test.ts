@@ -3,24 +3,19 @@
  * mutation writes exactly one event with the right action, actor, target and project_ids, in
  * the same transaction as the mutation; ListAuditEvents is newest first and filters by project.
  */
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import type { AuditEvent } from "../../src/generated/pokerworks/identity/v1/audit_event";
-import { createTestDatabase, sql, startTestServer, type TestDatabase, type TestServer, userActor } from "../support/harness";
+import { sql, type TestDatabase, type TestServer, userActor, useTestServer } from "../support/harness";
 import { allPages, Code, expectError, expectInvalid, issuanceApi, type IssuanceApi } from "../support/issuance-api";
 
 let db: TestDatabase;
 let server: TestServer;
 let api: IssuanceApi;
 
-beforeAll(async () => {
-  db = await createTestDatabase();
-  server = await startTestServer(db.url);
-  api = issuanceApi(server);
-});
-afterAll(async () => {
-  if (process.env.SHOW_LOGS) console.log(server?.logs.text);
-  await server?.stop();
-  await db?.drop();
+useTestServer({}, (s, d) => {
+  server = s;
+  db = d;
+  api = issuanceApi(s);
 });
 
 let n = 0;

@@ -3,25 +3,20 @@
  * missing ones, lists never show them) and pagination (default 50, max 200, negative refused,
  * every item exactly once across pages, tampered or rebound page tokens refused).
  */
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import { ServiceAccountStatus } from "../../src/generated/pokerworks/identity/v1/service_account";
 import { TokenStatus } from "../../src/generated/pokerworks/identity/v1/token";
-import { createTestDatabase, sql, startTestServer, type TestDatabase, type TestServer } from "../support/harness";
+import { sql, type TestDatabase, type TestServer, useTestServer } from "../support/harness";
 import { allPages, Code, expectError, expectInvalid, issuanceApi, type IssuanceApi, type StrictError } from "../support/issuance-api";
 
 let db: TestDatabase;
 let server: TestServer;
 let api: IssuanceApi;
 
-beforeAll(async () => {
-  db = await createTestDatabase();
-  server = await startTestServer(db.url);
-  api = issuanceApi(server);
-});
-afterAll(async () => {
-  if (process.env.SHOW_LOGS) console.log(server?.logs.text);
-  await server?.stop();
-  await db?.drop();
+useTestServer({}, (s, d) => {
+  server = s;
+  db = d;
+  api = issuanceApi(s);
 });
 
 const strip = (e: StrictError) => ({ code: e.code, message: e.message, reason: e.reason, domain: e.domain, fieldViolations: e.fieldViolations });

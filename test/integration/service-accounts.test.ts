@@ -3,25 +3,20 @@
  * create/get/list/update/revoke, every validation rule, actor rules, ALREADY_EXISTS,
  * update masks, revocation semantics.
  */
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import { ServiceAccountStatus } from "../../src/generated/pokerworks/identity/v1/service_account";
 import { TokenStatus } from "../../src/generated/pokerworks/identity/v1/token";
-import { createTestDatabase, sql, startTestServer, type TestDatabase, type TestServer, tokenActor, userActor } from "../support/harness";
+import { sql, type TestDatabase, type TestServer, tokenActor, userActor, useTestServer } from "../support/harness";
 import { Code, expectError, expectInvalid, issuanceApi, type IssuanceApi } from "../support/issuance-api";
 
 let db: TestDatabase;
 let server: TestServer;
 let api: IssuanceApi;
 
-beforeAll(async () => {
-  db = await createTestDatabase();
-  server = await startTestServer(db.url);
-  api = issuanceApi(server);
-});
-afterAll(async () => {
-  if (process.env.SHOW_LOGS) console.log(server?.logs.text);
-  await server?.stop();
-  await db?.drop();
+useTestServer({}, (s, d) => {
+  server = s;
+  db = d;
+  api = issuanceApi(s);
 });
 
 let counter = 0;

@@ -4,24 +4,19 @@
  * log line holds the secret), every validation rule, the 50-token limit, revocation and expiry.
  */
 import { crc32 } from "node:zlib";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { TokenStatus } from "../../src/generated/pokerworks/identity/v1/token";
-import { createTestDatabase, sql, startTestServer, type TestDatabase, type TestServer, userActor } from "../support/harness";
+import { sql, type TestDatabase, type TestServer, userActor, useTestServer } from "../support/harness";
 import { Code, expectError, expectInvalid, issuanceApi, type IssuanceApi, sha256, sleep } from "../support/issuance-api";
 
 let db: TestDatabase;
 let server: TestServer;
 let api: IssuanceApi;
 
-beforeAll(async () => {
-  db = await createTestDatabase();
-  server = await startTestServer(db.url);
-  api = issuanceApi(server);
-});
-afterAll(async () => {
-  if (process.env.SHOW_LOGS) console.log(server?.logs.text);
-  await server?.stop();
-  await db?.drop();
+useTestServer({}, (s, d) => {
+  server = s;
+  db = d;
+  api = issuanceApi(s);
 });
 
 const ORG = "org_tok";

@@ -6,6 +6,7 @@ import { type CallOptions, credentials, Metadata, type ServiceError } from "@grp
 import { randomBytes } from "node:crypto";
 import { Writable } from "node:stream";
 import { Client as PgClient } from "pg";
+import { afterAll, beforeAll } from "vitest";
 import { loadConfig } from "../../src/config";
 import { type Container, startContainer } from "../../src/container";
 import { BadRequest, ErrorInfo } from "../../src/generated/google/rpc/error_details";
@@ -181,3 +182,21 @@ export async function startTestServer(databaseUrl: string, env: Record<string, s
 
 export const userActor = (id = "user_alice") => ({ kind: { $case: "userId" as const, value: id } });
 export const tokenActor = (id = "tok_abc") => ({ kind: { $case: "managementToken" as const, value: id } });
+
+/**
+ * The usual life of a test file: a fresh database and a running server before its tests,
+ * both gone after. `ready` receives them once they are up.
+ */
+export function useTestServer(env: Record<string, string>, ready: (server: TestServer, db: TestDatabase) => void): void {
+  let db: TestDatabase | undefined;
+  let server: TestServer | undefined;
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    server = await startTestServer(db.url, env);
+    ready(server, db);
+  });
+  afterAll(async () => {
+    await server?.stop();
+    await db?.drop();
+  });
+}
